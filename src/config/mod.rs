@@ -1,0 +1,152 @@
+//! Configuration: the validated, runtime form of `gatekeeper.toml`.
+//!
+//! `raw.rs` mirrors the file with serde (every key spanned, unknown keys refused);
+//! `load.rs` turns it into the types below with `TryFrom`-style validation, so an
+//! invalid file is refused, with `FILE:LINE:COL`, before anything listens.
+
+mod diagnostic;
+mod load;
+mod raw;
+
+pub use diagnostic::{ConfigError, Diagnostic};
+pub use load::{load_file, parse_str};
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Uri};
+use ipnet::IpNet;
+
+/// A fully validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this configuration was read from (for messages and reloads).
+    pub source: PathBuf,
+    pub server: ServerConfig,
+    /// Present exactly when `server.https` is set.
+    pub tls: Option<TlsFiles>,
+    pub upstream: UpstreamConfig,
+    pub limits: Limits,
+    pub geetest: GeetestConfig,
+    /// Named GeeTest credentials, by name (`[captcha.NAME]`).
+    pub captchas: BTreeMap<String, Arc<Captcha>>,
+    /// In file order. Matching precedence is decided by `routing`, not by order.
+    pub routes: Vec<Route>,
+    pub replay: ReplayConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub https: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
+    /// Peers whose `X-Forwarded-For` chain is believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// Paths as written in the file, resolved against the config file's directory.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// `http://host:port` or `https://host:port`, no path or query.
+    pub url: Uri,
+    pub connect_timeout: Duration,
+    /// Until the upstream's response head arrives.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest body buffered on gated routes, in bytes.
+    pub max_body: u64,
+    pub header_read_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct GeetestConfig {
+    /// Base URL of the validate API, e.g. `https://gcaptcha4.geetest.com`.
+    pub api_server: Uri,
+    pub timeout: Duration,
+    pub on_error: OnError,
+    pub max_token_age: Duration,
+}
+
+/// What to do when GeeTest cannot be reached (transport failure, timeout,
+/// non-200, unparsable answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// GeeTest's own policy: let the request through, marked `fail-open`.
+    Allow,
+    /// Answer 503 `captcha_unavailable`.
+    Deny,
+}
+
+/// One named GeeTest credential.
+#[derive(Debug)]
+pub struct Captcha {
+    pub name: String,
+    /// 32 lowercase hex characters.
+    pub id: String,
+    pub key: CaptchaKey,
+}
+
+/// The 32-character captcha key. Its `Debug` never shows the value, so it
+/// cannot reach a log by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CaptchaKey(String);
+
+impl CaptchaKey {
+    pub fn new(key: String) -> Self {
+        Self(key)
+    }
+    /// The key's bytes as written (GeeTest does NOT hex-decode it).
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for CaptchaKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CaptchaKey([redacted])")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub path: PathMatch,
+    /// Lowercase host without port, when the route is bound to one.
+    pub host: Option<String>,
+    pub methods: Vec<Method>,
+    /// Credentials accepted on this route; never empty. The first is used
+    /// when the client sends no `captcha_id`.
+    pub captchas: Vec<Arc<Captcha>>,
+    pub on_error: OnError,
+    /// Browser form posts that are refused get `303 See Other` here.
+    pub reject_redirect: Option<String>,
+    /// `FILE:LINE` of the `[[route]]` table, for messages and metrics labels.
+    pub origin: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplayConfig {
+    /// How long a lot_number's outcome is remembered.
+    pub ttl: Duration,
+    pub max_entries: usize,
+}
