@@ -1,10 +1,30 @@
 //! gatekeeper: a TLS-terminating reverse proxy that proves a GeeTest CAPTCHA v4
 //! before an unmodified upstream application sees a protected request.
 //!
-//! (Crate docs describing the request path are written once the stages exist.)
+//! A request travels through these modules, in this order:
+//!
+//! 1. [`server`] accepts the connection (TLS via rustls, protocol chosen by
+//!    ALPN), bounds every wait, and hands each request to the proxy.
+//! 2. [`proxy::handler`] refuses ambiguous framing
+//!    ([`proxy::headers::framing`]) and asks [`routing`] whether a
+//!    `[[route]]` in `gatekeeper.toml` protects the request.
+//! 3. For a protected request, [`gate`] reads the body, extracts the GeeTest
+//!    fields ([`gate::fields`]), checks them locally, claims the lot_number in
+//!    the [`replay`] store, asks GeeTest ([`geetest`]) and strips the fields.
+//!    A refusal is answered there and never reaches the upstream.
+//! 4. Headers are rewritten ([`proxy::headers::hop`],
+//!    [`proxy::headers::forwarding`]) and [`proxy::upstream`] forwards over a
+//!    pooled keep-alive client; bodies stream both ways.
+//!
+//! [`config`] turns the TOML file into validated types before anything
+//! listens; [`sim`] is an offline GeeTest for development and tests.
 
 pub mod config;
 pub mod gate;
 pub mod geetest;
+pub mod proxy;
+pub mod replay;
+pub mod routing;
+pub mod server;
 pub mod sim;
 pub mod tls;

@@ -1,1 +1,141 @@
-fn main() {}
+//! The `gatekeeper` binary: parses the command line and calls the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+const EXAMPLES: &str = "\
+Examples:
+  gatekeeper check -c /etc/gatekeeper/gatekeeper.toml   validate a config, bind nothing
+  gatekeeper run -c gatekeeper.toml                      run the proxy
+  gatekeeper                                             run with ./gatekeeper.toml
+  gatekeeper sim --listen 127.0.0.1:9000                 an offline GeeTest for development";
+
+/// A TLS-terminating reverse proxy that puts GeeTest CAPTCHA v4 in front of
+/// an application that cannot be changed.
+#[derive(Parser)]
+#[command(version, about, after_help = EXAMPLES, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Run(RunArgs),
+    /// Validate a configuration without binding anything; exit 2 on errors.
+    Check(ConfigArg),
+    /// Run the offline GeeTest v4 simulator.
+    Sim(gatekeeper::sim::SimArgs),
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// Configuration file.
+    #[arg(
+        short,
+        long = "config",
+        value_name = "FILE",
+        default_value = "gatekeeper.toml"
+    )]
+    config: PathBuf,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Pretty)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check(arg)) => check(&arg.config),
+        Some(Command::Run(args)) => run(args),
+        Some(Command::Sim(args)) => {
+            init_logging(LogFormat::Pretty);
+            block_on(gatekeeper::sim::run(args)).map_or_else(
+                |e| {
+                    eprintln!("gatekeeper sim: {e}");
+                    ExitCode::FAILURE
+                },
+                |()| ExitCode::SUCCESS,
+            )
+        }
+        None => run(cli.run),
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match gatekeeper::config::load_file(path) {
+        Ok(config) => {
+            println!("{}: ok", path.display());
+            println!("{}", config.summary());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    init_logging(args.log_format);
+    let config = match gatekeeper::config::load_file(&args.config.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    block_on(async move {
+        match gatekeeper::server::start(config).await {
+            Ok(server) => {
+                server.run_until_signal(Duration::from_secs(30)).await;
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(fut),
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    }
+}

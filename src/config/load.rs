@@ -1,8 +1,762 @@
-//! stub: replaced by the config work
-use super::{Config, ConfigError};
-pub fn load_file(_path: &std::path::Path) -> Result<Config, ConfigError> {
-    Err(ConfigError)
+//! From text to a validated [`Config`], collecting every problem on the way.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Uri};
+use ipnet::IpNet;
+use serde_spanned::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::diagnostic::{ConfigError, Report};
+use super::raw::{self, OneOrMany, RawConfig, RawSize};
+use super::{
+    Captcha, CaptchaKey, Config, GeetestConfig, Limits, OnError, OnStoreError, PathMatch,
+    ReplayConfig, ReplayStoreKind, Route, ServerConfig, TlsFiles, UpstreamConfig,
+};
+
+/// Clock skew allowed on top of `max_token_age` when sizing the replay TTL.
+const CLOCK_SKEW: Duration = Duration::from_secs(60);
+
+/// Reads and validates a configuration file.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_str(&text, path),
+        Err(e) => {
+            let mut report = Report::new(path, "");
+            report.file(format!("cannot read: {e}"));
+            report.finish(Config::placeholder(path))
+        }
+    }
 }
-pub fn parse_str(_text: &str, _path: &std::path::Path) -> Result<Config, ConfigError> {
-    Err(ConfigError)
+
+/// Validates configuration text; `path` names it in messages and anchors
+/// relative paths (certificates, key files).
+pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let mut report = Report::new(path, text);
+    let table = match DeTable::parse(text) {
+        Ok(table) => table,
+        Err(e) => {
+            report.at(e.span().unwrap_or(0..0), e.message().trim().to_owned());
+            return report.finish(Config::placeholder(path));
+        }
+    };
+    unknown_keys(table.get_ref(), &mut report);
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            report.at(e.span().unwrap_or(0..0), e.message().trim().to_owned());
+            return report.finish(Config::placeholder(path));
+        }
+    };
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let config = Loader {
+        report: &mut report,
+        base,
+    }
+    .config(raw, path);
+    report.finish(config)
+}
+
+impl Config {
+    /// Stands in for a config that failed; never returned to a caller.
+    fn placeholder(path: &Path) -> Self {
+        Self {
+            source: path.to_owned(),
+            server: ServerConfig {
+                https: None,
+                http: None,
+                trusted_proxies: Vec::new(),
+            },
+            tls: None,
+            upstream: UpstreamConfig {
+                url: Uri::from_static("http://127.0.0.1"),
+                connect_timeout: Duration::ZERO,
+                timeout: Duration::ZERO,
+            },
+            limits: Limits {
+                max_body: 0,
+                header_read_timeout: Duration::ZERO,
+                handshake_timeout: Duration::ZERO,
+                idle_timeout: Duration::ZERO,
+                max_connections: 0,
+            },
+            geetest: GeetestConfig {
+                api_server: Uri::from_static("http://127.0.0.1"),
+                timeout: Duration::ZERO,
+                on_error: OnError::Deny,
+                max_token_age: Duration::ZERO,
+            },
+            captchas: BTreeMap::new(),
+            routes: Vec::new(),
+            replay: ReplayConfig {
+                store: ReplayStoreKind::Memory,
+                ttl: Duration::ZERO,
+                max_entries: 0,
+                key_prefix: String::new(),
+                on_store_error: OnStoreError::Deny,
+                timeout: Duration::ZERO,
+            },
+        }
+    }
+}
+
+// ------------------------------------------------------------------ unknown keys
+
+fn unknown_keys(top: &DeTable<'_>, report: &mut Report<'_>) {
+    check_keys(top, raw::TOP, "the top level", report);
+    for (key, value) in top {
+        let sub = match key.get_ref().as_ref() {
+            "server" => raw::SERVER,
+            "tls" => raw::TLS,
+            "upstream" => raw::UPSTREAM,
+            "limits" => raw::LIMITS,
+            "geetest" => raw::GEETEST,
+            "replay" => raw::REPLAY,
+            "captcha" => {
+                if let DeValue::Table(captchas) = value.get_ref() {
+                    for (name, table) in captchas {
+                        if let DeValue::Table(t) = table.get_ref() {
+                            check_keys(
+                                t,
+                                raw::CAPTCHA,
+                                &format!("[captcha.{}]", name.get_ref()),
+                                report,
+                            );
+                        }
+                    }
+                }
+                continue;
+            }
+            "route" => {
+                if let DeValue::Array(routes) = value.get_ref() {
+                    for route in routes {
+                        if let DeValue::Table(t) = route.get_ref() {
+                            check_keys(t, raw::ROUTE, "[[route]]", report);
+                        }
+                    }
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        if let DeValue::Table(t) = value.get_ref() {
+            check_keys(t, sub, &format!("[{}]", key.get_ref()), report);
+        }
+    }
+}
+
+fn check_keys(table: &DeTable<'_>, known: &[&str], section: &str, report: &mut Report<'_>) {
+    for key in table.keys() {
+        let name = key.get_ref().as_ref();
+        if known.contains(&name) {
+            continue;
+        }
+        let hint = known
+            .iter()
+            .map(|k| (strsim::damerau_levenshtein(name, k), *k))
+            .filter(|(d, k)| *d <= (k.len() / 3).max(2))
+            .min()
+            .map(|(_, k)| format!("; did you mean \"{k}\"?"))
+            .unwrap_or_default();
+        report.at(
+            key.span(),
+            format!("unknown key \"{name}\" in {section}{hint}"),
+        );
+    }
+}
+
+// ------------------------------------------------------------------ values
+
+struct Loader<'r, 'a> {
+    report: &'r mut Report<'a>,
+    base: PathBuf,
+}
+
+impl Loader<'_, '_> {
+    fn config(&mut self, raw: RawConfig, path: &Path) -> Config {
+        let server = self.server(&raw.server);
+        let tls = self.tls(raw.tls.as_ref(), server.https.is_some());
+        let upstream = self.upstream(raw.upstream.as_ref());
+        let limits = self.limits(&raw.limits);
+        let geetest = self.geetest(&raw.geetest);
+        let captchas = self.captchas(&raw.captcha);
+        let replay = self.replay(&raw.replay, geetest.max_token_age);
+        let routes = self.routes(&raw.route, &captchas, geetest.on_error);
+        Config {
+            source: path.to_owned(),
+            server,
+            tls,
+            upstream,
+            limits,
+            geetest,
+            captchas,
+            routes,
+            replay,
+        }
+    }
+
+    fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.report.at(span, message);
+    }
+
+    fn duration(
+        &mut self,
+        value: Option<&Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Duration {
+        let Some(v) = value else { return default };
+        match humantime::parse_duration(v.get_ref()) {
+            Ok(d) if d.is_zero() => {
+                self.error(v.span(), format!("{key} must be greater than zero"));
+                default
+            }
+            Ok(d) => d,
+            Err(e) => {
+                self.error(
+                    v.span(),
+                    format!(
+                        "invalid duration \"{}\" for {key}: {e} (e.g. \"250ms\", \"5s\", \"15m\")",
+                        v.get_ref()
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    fn positive(&mut self, value: Option<&Spanned<i64>>, key: &str, default: usize) -> usize {
+        let Some(v) = value else { return default };
+        match usize::try_from(*v.get_ref()) {
+            Ok(n) if n > 0 => n,
+            _ => {
+                self.error(v.span(), format!("{key} must be a positive whole number"));
+                default
+            }
+        }
+    }
+
+    fn addr(&mut self, value: Option<&Spanned<String>>, key: &str) -> Option<SocketAddr> {
+        let v = value?;
+        match v.get_ref().parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.error(v.span(), format!("invalid address \"{}\" for {key} (expected IP:PORT, e.g. \"0.0.0.0:8443\")", v.get_ref()));
+                None
+            }
+        }
+    }
+
+    fn one_of<T: Copy>(
+        &mut self,
+        value: Option<&Spanned<String>>,
+        key: &str,
+        options: &[(&str, T)],
+        default: T,
+    ) -> T {
+        let Some(v) = value else { return default };
+        match options.iter().find(|(name, _)| *name == v.get_ref()) {
+            Some((_, t)) => *t,
+            None => {
+                let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+                self.error(
+                    v.span(),
+                    format!(
+                        "{key} must be one of {}, not \"{}\"",
+                        names.join(", "),
+                        v.get_ref()
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    /// An absolute http(s) URL with nothing after the authority.
+    fn base_url(&mut self, v: &Spanned<String>, key: &str) -> Option<Uri> {
+        let bad = |why: &str| format!("invalid {key} \"{}\": {why}", v.get_ref());
+        let uri: Uri = match v.get_ref().parse() {
+            Ok(u) => u,
+            Err(e) => {
+                self.error(v.span(), bad(&e.to_string()));
+                return None;
+            }
+        };
+        let problem = match (
+            uri.scheme_str(),
+            uri.authority(),
+            uri.path_and_query().map(|p| p.as_str()),
+        ) {
+            (Some("http" | "https"), Some(_), None | Some("/" | "")) => None,
+            (Some("http" | "https"), Some(_), Some(_)) => Some("a path or query is not allowed"),
+            (Some("http" | "https"), None, _) => Some("a host is required"),
+            _ => Some("the scheme must be http or https"),
+        };
+        match problem {
+            Some(why) => {
+                self.error(v.span(), bad(why));
+                None
+            }
+            None => Some(uri),
+        }
+    }
+
+    fn server(&mut self, raw: &raw::RawServer) -> ServerConfig {
+        let https = self.addr(raw.https.as_ref(), "server.https");
+        let http = self.addr(raw.http.as_ref(), "server.http");
+        if raw.https.is_none() && raw.http.is_none() {
+            self.report
+                .file("[server] needs https or http (or both): there is nothing to listen on");
+        }
+        let mut trusted_proxies = Vec::new();
+        for net in raw.trusted_proxies.iter().flat_map(|list| list.get_ref()) {
+            let text = net.get_ref();
+            match text.parse::<IpNet>().or_else(|_| text.parse::<IpAddr>().map(IpNet::from)) {
+                Ok(n) => trusted_proxies.push(n),
+                Err(_) => self.error(net.span(), format!("invalid network \"{text}\" in server.trusted_proxies (expected a CIDR like \"10.0.0.0/8\" or an IP)")),
+            }
+        }
+        ServerConfig {
+            https,
+            http,
+            trusted_proxies,
+        }
+    }
+
+    fn tls(&mut self, raw: Option<&Spanned<raw::RawTls>>, https: bool) -> Option<TlsFiles> {
+        let Some(raw) = raw else {
+            if https {
+                self.report
+                    .file("server.https is set but there is no [tls] section with cert and key");
+            }
+            return None;
+        };
+        if !https {
+            self.error(raw.span(), "[tls] is set but server.https is not");
+            return None;
+        }
+        let (Some(cert), Some(key)) = (&raw.get_ref().cert, &raw.get_ref().key) else {
+            self.error(raw.span(), "[tls] needs both cert and key");
+            return None;
+        };
+        let cert_path = self.base.join(cert.get_ref());
+        let key_path = self.base.join(key.get_ref());
+        match crate::tls::load_pem(&cert_path, &key_path) {
+            Ok(_) => Some(TlsFiles {
+                cert: cert_path,
+                key: key_path,
+            }),
+            Err(e) => {
+                let span = if e.is_key() { key.span() } else { cert.span() };
+                self.error(span, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn upstream(&mut self, raw: Option<&Spanned<raw::RawUpstream>>) -> UpstreamConfig {
+        let mut url = Uri::from_static("http://127.0.0.1");
+        match raw.map(|r| (r.span(), &r.get_ref().url)) {
+            None => self
+                .report
+                .file("[upstream] is required, with url = \"http://HOST:PORT\""),
+            Some((span, None)) => self.error(span, "[upstream] needs url = \"http://HOST:PORT\""),
+            Some((_, Some(u))) => {
+                if let Some(parsed) = self.base_url(u, "upstream.url") {
+                    url = parsed;
+                }
+            }
+        }
+        let raw = raw.map(Spanned::get_ref);
+        UpstreamConfig {
+            url,
+            connect_timeout: self.duration(
+                raw.and_then(|r| r.connect_timeout.as_ref()),
+                "upstream.connect_timeout",
+                Duration::from_secs(2),
+            ),
+            timeout: self.duration(
+                raw.and_then(|r| r.timeout.as_ref()),
+                "upstream.timeout",
+                Duration::from_secs(60),
+            ),
+        }
+    }
+
+    fn limits(&mut self, raw: &raw::RawLimits) -> Limits {
+        let max_body = match &raw.max_body {
+            None => 1024 * 1024,
+            Some(v) => {
+                let parsed = match v.get_ref() {
+                    RawSize::Bytes(n) => u64::try_from(*n).ok(),
+                    RawSize::Text(t) => t.parse::<bytesize::ByteSize>().ok().map(|b| b.as_u64()),
+                };
+                match parsed {
+                    Some(n) if n > 0 => n,
+                    _ => {
+                        self.error(v.span(), "limits.max_body must be a positive size like \"1MiB\", \"512KiB\" or a number of bytes");
+                        1024 * 1024
+                    }
+                }
+            }
+        };
+        Limits {
+            max_body,
+            header_read_timeout: self.duration(
+                raw.header_read_timeout.as_ref(),
+                "limits.header_read_timeout",
+                Duration::from_secs(10),
+            ),
+            handshake_timeout: self.duration(
+                raw.handshake_timeout.as_ref(),
+                "limits.handshake_timeout",
+                Duration::from_secs(10),
+            ),
+            idle_timeout: self.duration(
+                raw.idle_timeout.as_ref(),
+                "limits.idle_timeout",
+                Duration::from_secs(60),
+            ),
+            max_connections: self.positive(
+                raw.max_connections.as_ref(),
+                "limits.max_connections",
+                10_000,
+            ),
+        }
+    }
+
+    fn geetest(&mut self, raw: &raw::RawGeetest) -> GeetestConfig {
+        let api_server = raw
+            .api_server
+            .as_ref()
+            .and_then(|v| self.base_url(v, "geetest.api_server"))
+            .unwrap_or_else(|| Uri::from_static("https://gcaptcha4.geetest.com"));
+        GeetestConfig {
+            api_server,
+            timeout: self.duration(
+                raw.timeout.as_ref(),
+                "geetest.timeout",
+                Duration::from_secs(3),
+            ),
+            on_error: self.on_error(raw.on_error.as_ref(), "geetest.on_error", OnError::Allow),
+            max_token_age: self.duration(
+                raw.max_token_age.as_ref(),
+                "geetest.max_token_age",
+                Duration::from_secs(600),
+            ),
+        }
+    }
+
+    fn on_error(&mut self, v: Option<&Spanned<String>>, key: &str, default: OnError) -> OnError {
+        self.one_of(
+            v,
+            key,
+            &[("allow", OnError::Allow), ("deny", OnError::Deny)],
+            default,
+        )
+    }
+
+    fn captchas(
+        &mut self,
+        raw: &BTreeMap<String, Spanned<raw::RawCaptcha>>,
+    ) -> BTreeMap<String, Arc<Captcha>> {
+        let mut out = BTreeMap::new();
+        for (name, table) in raw {
+            let span = table.span();
+            let c = table.get_ref();
+            let section = format!("captcha.{name}");
+            let id = match &c.id {
+                None => {
+                    self.error(
+                        span.clone(),
+                        format!("[{section}] needs id = \"<32 hex characters>\""),
+                    );
+                    continue;
+                }
+                Some(id)
+                    if id.get_ref().len() != 32
+                        || !id.get_ref().bytes().all(|b| b.is_ascii_hexdigit()) =>
+                {
+                    self.error(id.span(), format!("{section}.id must be 32 hex characters"));
+                    continue;
+                }
+                Some(id) => id.get_ref().to_ascii_lowercase(),
+            };
+            let sources = [&c.key, &c.key_env, &c.key_file];
+            let given: Vec<&Spanned<String>> = sources.iter().filter_map(|s| s.as_ref()).collect();
+            let key = match (given.len(), &c.key, &c.key_env, &c.key_file) {
+                (1, Some(k), _, _) => Some((k.span(), k.get_ref().clone())),
+                (1, _, Some(var), _) => match std::env::var(var.get_ref()) {
+                    Ok(k) if !k.is_empty() => Some((var.span(), k)),
+                    _ => {
+                        self.error(
+                            var.span(),
+                            format!(
+                                "{section}.key_env: environment variable {} is not set",
+                                var.get_ref()
+                            ),
+                        );
+                        None
+                    }
+                },
+                (1, _, _, Some(file)) => {
+                    let path = self.base.join(file.get_ref());
+                    match std::fs::read_to_string(&path) {
+                        Ok(k) => Some((file.span(), k.trim_end().to_owned())),
+                        Err(e) => {
+                            self.error(
+                                file.span(),
+                                format!("{section}.key_file: cannot read {}: {e}", path.display()),
+                            );
+                            None
+                        }
+                    }
+                }
+                _ => {
+                    self.error(
+                        span.clone(),
+                        format!("[{section}] needs exactly one of key, key_env, key_file"),
+                    );
+                    None
+                }
+            };
+            let Some((key_span, key)) = key else { continue };
+            // The value is never echoed: it is a secret.
+            if key.chars().count() != 32 {
+                self.error(
+                    key_span,
+                    format!("{section}: the captcha key must be 32 characters"),
+                );
+                continue;
+            }
+            out.insert(
+                name.clone(),
+                Arc::new(Captcha {
+                    name: name.clone(),
+                    id,
+                    key: CaptchaKey::new(key),
+                }),
+            );
+        }
+        out
+    }
+
+    fn replay(&mut self, raw: &raw::RawReplay, max_token_age: Duration) -> ReplayConfig {
+        let store = match &raw.store {
+            None => ReplayStoreKind::Memory,
+            Some(v) if v.get_ref() == "memory" => ReplayStoreKind::Memory,
+            Some(v)
+                if v.get_ref().starts_with("redis://") || v.get_ref().starts_with("rediss://") =>
+            {
+                match redis::Client::open(v.get_ref().as_str()) {
+                    Ok(_) => ReplayStoreKind::Redis {
+                        url: v.get_ref().clone(),
+                    },
+                    Err(e) => {
+                        self.error(v.span(), format!("invalid replay.store URL: {e}"));
+                        ReplayStoreKind::Memory
+                    }
+                }
+            }
+            Some(v) => {
+                self.error(
+                    v.span(),
+                    "replay.store must be \"memory\" or a redis:// or rediss:// URL",
+                );
+                ReplayStoreKind::Memory
+            }
+        };
+        let ttl = self.duration(raw.ttl.as_ref(), "replay.ttl", Duration::from_secs(900));
+        if ttl < max_token_age + CLOCK_SKEW {
+            let span = raw.ttl.as_ref().map(Spanned::span).unwrap_or(0..0);
+            self.error(
+                span,
+                format!(
+                    "replay.ttl ({}) must be at least geetest.max_token_age + 1m ({}): an entry must outlive every proof the gate still accepts",
+                    humantime::format_duration(ttl),
+                    humantime::format_duration(max_token_age + CLOCK_SKEW)
+                ),
+            );
+        }
+        ReplayConfig {
+            store,
+            ttl,
+            max_entries: self.positive(raw.max_entries.as_ref(), "replay.max_entries", 1_000_000),
+            key_prefix: raw
+                .key_prefix
+                .as_ref()
+                .map_or_else(|| "gatekeeper:".to_owned(), |p| p.get_ref().clone()),
+            on_store_error: self.one_of(
+                raw.on_store_error.as_ref(),
+                "replay.on_store_error",
+                &[("local", OnStoreError::Local), ("deny", OnStoreError::Deny)],
+                OnStoreError::Local,
+            ),
+            timeout: self.duration(
+                raw.timeout.as_ref(),
+                "replay.timeout",
+                Duration::from_millis(250),
+            ),
+        }
+    }
+
+    fn routes(
+        &mut self,
+        raw: &[Spanned<raw::RawRoute>],
+        captchas: &BTreeMap<String, Arc<Captcha>>,
+        default_on_error: OnError,
+    ) -> Vec<Route> {
+        let mut routes: Vec<(Route, usize)> = Vec::new();
+        for table in raw {
+            let span = table.span();
+            let line = self.report.line_of(span.start);
+            let r = table.get_ref();
+            let path = match (&r.path, &r.prefix) {
+                (Some(p), None) => self.route_path(p).map(PathMatch::Exact),
+                (None, Some(p)) => self.route_path(p).map(PathMatch::Prefix),
+                _ => {
+                    self.error(
+                        span.clone(),
+                        "[[route]] needs exactly one of path (exact) or prefix",
+                    );
+                    None
+                }
+            };
+            let host = r.host.as_ref().map(|h| h.get_ref().to_ascii_lowercase());
+            let methods = self.methods(r.methods.as_ref());
+            let route_captchas = self.route_captchas(r.captcha.as_ref(), captchas, span.clone());
+            let on_error = self.on_error(r.on_error.as_ref(), "route.on_error", default_on_error);
+            let reject_redirect = r.reject_redirect.as_ref().and_then(|v| {
+                if v.get_ref().starts_with('/') {
+                    Some(v.get_ref().clone())
+                } else {
+                    self.error(
+                        v.span(),
+                        "reject_redirect must be a path starting with \"/\"",
+                    );
+                    None
+                }
+            });
+            let Some(path) = path else { continue };
+            if route_captchas.is_empty() {
+                continue;
+            }
+            let origin = match (&host, &path) {
+                (h, PathMatch::Exact(p)) => format!("{}{p}", h.as_deref().unwrap_or("")),
+                (h, PathMatch::Prefix(p)) => format!("{}{p}*", h.as_deref().unwrap_or("")),
+            };
+            let route = Route {
+                path,
+                host,
+                methods,
+                captchas: route_captchas,
+                on_error,
+                reject_redirect,
+                origin,
+            };
+            if let Some((_, other_line)) = routes.iter().find(|(other, _)| overlaps(other, &route))
+            {
+                self.error(span.clone(), format!("this route overlaps the route on line {other_line} (same path, host and a shared method)"));
+                continue;
+            }
+            routes.push((route, line));
+        }
+        routes.into_iter().map(|(r, _)| r).collect()
+    }
+
+    fn route_path(&mut self, v: &Spanned<String>) -> Option<String> {
+        if v.get_ref().starts_with('/') {
+            Some(v.get_ref().clone())
+        } else {
+            self.error(
+                v.span(),
+                format!("route path \"{}\" must start with \"/\"", v.get_ref()),
+            );
+            None
+        }
+    }
+
+    fn methods(&mut self, raw: Option<&Spanned<Vec<Spanned<String>>>>) -> Vec<Method> {
+        let Some(list) = raw else {
+            return vec![Method::POST];
+        };
+        if list.get_ref().is_empty() {
+            self.error(list.span(), "methods must not be empty");
+            return vec![Method::POST];
+        }
+        let mut out = Vec::new();
+        for m in list.get_ref() {
+            let text = m.get_ref();
+            let valid =
+                !text.is_empty() && text.bytes().all(|b| b.is_ascii_uppercase() || b == b'-');
+            match Method::from_bytes(text.as_bytes()) {
+                Ok(method) if valid => out.push(method),
+                _ => self.error(
+                    m.span(),
+                    format!("invalid HTTP method \"{text}\" (use upper case, e.g. \"POST\")"),
+                ),
+            }
+        }
+        out
+    }
+
+    fn route_captchas(
+        &mut self,
+        raw: Option<&Spanned<OneOrMany>>,
+        captchas: &BTreeMap<String, Arc<Captcha>>,
+        route_span: Range<usize>,
+    ) -> Vec<Arc<Captcha>> {
+        let Some(raw) = raw else {
+            return match captchas.len() {
+                1 => captchas.values().cloned().collect(),
+                0 => {
+                    self.error(route_span, "this route needs a GeeTest credential, but there is no [captcha.NAME] section");
+                    Vec::new()
+                }
+                _ => {
+                    self.error(
+                        route_span,
+                        "several [captcha.*] sections exist: name one with captcha = \"NAME\"",
+                    );
+                    Vec::new()
+                }
+            };
+        };
+        let names: Vec<&String> = match raw.get_ref() {
+            OneOrMany::One(n) => vec![n],
+            OneOrMany::Many(list) => list.iter().collect(),
+        };
+        if names.is_empty() {
+            self.error(raw.span(), "captcha must name at least one [captcha.NAME]");
+        }
+        let mut out = Vec::new();
+        for name in names {
+            match captchas.get(name.as_str()) {
+                Some(c) => out.push(c.clone()),
+                None => {
+                    let hint = captchas
+                        .keys()
+                        .map(|k| (strsim::damerau_levenshtein(name, k), k))
+                        .filter(|(d, _)| *d <= 2)
+                        .min()
+                        .map(|(_, k)| format!("; did you mean \"{k}\"?"))
+                        .unwrap_or_default();
+                    self.error(
+                        raw.span(),
+                        format!("unknown captcha \"{name}\" (no [captcha.{name}] section){hint}"),
+                    );
+                }
+            }
+        }
+        out
+    }
+}
+
+fn overlaps(a: &Route, b: &Route) -> bool {
+    a.path == b.path && a.host == b.host && a.methods.iter().any(|m| b.methods.contains(m))
 }

@@ -7,6 +7,7 @@
 mod diagnostic;
 mod load;
 mod raw;
+mod summary;
 
 pub use diagnostic::{ConfigError, Diagnostic};
 pub use load::{load_file, parse_str};
@@ -134,7 +135,7 @@ pub struct Route {
     pub on_error: OnError,
     /// Browser form posts that are refused get `303 See Other` here.
     pub reject_redirect: Option<String>,
-    /// `FILE:LINE` of the `[[route]]` table, for messages and metrics labels.
+    /// A short label for logs and metrics: `[host]/path` or `[host]/prefix*`.
     pub origin: String,
 }
 
@@ -146,7 +147,27 @@ pub enum PathMatch {
 
 #[derive(Debug, Clone)]
 pub struct ReplayConfig {
+    pub store: ReplayStoreKind,
     /// How long a lot_number's outcome is remembered.
     pub ttl: Duration,
+    /// Bound on the memory store (also the local fallback of a Redis store).
     pub max_entries: usize,
+    /// Prefix of every Redis key.
+    pub key_prefix: String,
+    /// When Redis cannot be reached within `timeout`.
+    pub on_store_error: OnStoreError,
+    /// Bound on each Redis command, connection included.
+    pub timeout: Duration,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayStoreKind {
+    Memory,
+    /// `redis://` or `rediss://` (TLS) URL; may hold credentials, so it is
+    /// never printed as is.
+    Redis {
+        url: String,
+    },
+}
+
+pub use crate::replay::OnStoreError;

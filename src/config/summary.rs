@@ -1,0 +1,85 @@
+//! What `gatekeeper check` prints for a valid file. Keys are never shown.
+
+use std::fmt::Write;
+
+use humantime::format_duration as d;
+
+use super::{Config, OnError, PathMatch, ReplayStoreKind};
+
+impl Config {
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let mut listeners = Vec::new();
+        if let Some(a) = self.server.https {
+            listeners.push(format!("https {a} (h2, http/1.1)"));
+        }
+        if let Some(a) = self.server.http {
+            listeners.push(format!("http {a} (http/1.1, h2 prior knowledge)"));
+        }
+        let _ = writeln!(out, "listeners: {}", listeners.join(", "));
+        if !self.server.trusted_proxies.is_empty() {
+            let nets: Vec<String> = self
+                .server
+                .trusted_proxies
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            let _ = writeln!(out, "trusted proxies: {}", nets.join(", "));
+        }
+        let u = &self.upstream;
+        let _ = writeln!(
+            out,
+            "upstream: {} (connect {}, timeout {})",
+            u.url,
+            d(u.connect_timeout),
+            d(u.timeout)
+        );
+        let g = &self.geetest;
+        let _ = writeln!(
+            out,
+            "geetest: {} (timeout {}, on_error {}, max_token_age {})",
+            g.api_server,
+            d(g.timeout),
+            on_error(g.on_error),
+            d(g.max_token_age)
+        );
+        for c in self.captchas.values() {
+            let _ = writeln!(out, "captcha {}: id {}", c.name, c.id);
+        }
+        let store = match &self.replay.store {
+            ReplayStoreKind::Memory => "memory".to_owned(),
+            ReplayStoreKind::Redis { .. } => format!("redis (prefix {:?})", self.replay.key_prefix),
+        };
+        let _ = writeln!(
+            out,
+            "replay: {store}, ttl {}, max {} entries",
+            d(self.replay.ttl),
+            self.replay.max_entries
+        );
+        let _ = writeln!(out, "routes ({}):", self.routes.len());
+        for r in &self.routes {
+            let methods: Vec<&str> = r.methods.iter().map(http::Method::as_str).collect();
+            let kind = match r.path {
+                PathMatch::Exact(_) => "exact",
+                PathMatch::Prefix(_) => "prefix",
+            };
+            let names: Vec<&str> = r.captchas.iter().map(|c| c.name.as_str()).collect();
+            let _ = writeln!(
+                out,
+                "  {} {} ({kind}) captcha {} on_error {}",
+                methods.join(","),
+                r.origin,
+                names.join(","),
+                on_error(r.on_error)
+            );
+        }
+        out.trim_end().to_owned()
+    }
+}
+
+fn on_error(o: OnError) -> &'static str {
+    match o {
+        OnError::Allow => "allow",
+        OnError::Deny => "deny",
+    }
+}

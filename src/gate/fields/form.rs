@@ -1,0 +1,74 @@
+//! `application/x-www-form-urlencoded` bodies and query strings.
+
+use super::{FieldError, Found};
+
+/// Removes captcha pairs, keeping every other `&`-separated segment byte for
+/// byte (its encoding, empty values, repeated keys, empty segments).
+/// Returns `None` when nothing was removed, so the caller keeps its bytes.
+pub(super) fn strip(input: &[u8], found: &mut Found) -> Result<Option<Vec<u8>>, FieldError> {
+    let mut kept: Vec<&[u8]> = Vec::new();
+    let mut removed = false;
+    for segment in input.split(|b| *b == b'&') {
+        // form_urlencoded decodes `+` and percent escapes as browsers encode them.
+        let pair = form_urlencoded::parse(segment).next();
+        let is_captcha = match pair {
+            Some((name, value)) => found.offer(&name, || {
+                if value.contains('\u{FFFD}') {
+                    return Err(FieldError::Malformed(format!("{name} is not valid UTF-8")));
+                }
+                Ok(value.into_owned())
+            })?,
+            None => false,
+        };
+        if is_captcha {
+            removed = true;
+        } else {
+            kept.push(segment);
+        }
+    }
+    Ok(removed.then(|| kept.join(&b'&')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(input: &str) -> (String, Found) {
+        let mut found = Found::default();
+        let out = strip(input.as_bytes(), &mut found).expect("strips");
+        (
+            out.map(|b| String::from_utf8(b).expect("utf8"))
+                .unwrap_or_else(|| input.to_owned()),
+            found,
+        )
+    }
+
+    #[test]
+    fn captcha_pairs_go_and_everything_else_stays_exact() {
+        let (out, found) = run("a=1&lot_number=abc&b=%C3%A9+x&&c=&c=2&d&gen_time=1");
+        assert_eq!(out, "a=1&b=%C3%A9+x&&c=&c=2&d");
+        assert_eq!(found.values[0].as_deref(), Some("abc"));
+        assert_eq!(found.values[3].as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn encoded_names_are_recognised() {
+        let (out, found) = run("lot%5Fnumber=x&pass_token=y%2Bz&keep=1");
+        assert_eq!(out, "keep=1");
+        assert_eq!(found.values[0].as_deref(), Some("x"));
+        assert_eq!(found.values[2].as_deref(), Some("y+z"));
+    }
+
+    #[test]
+    fn a_duplicate_captcha_field_is_refused() {
+        let mut found = Found::default();
+        let err = strip(b"lot_number=a&lot_number=b", &mut found).expect_err("duplicate");
+        assert_eq!(err, FieldError::Malformed("duplicate lot_number".into()));
+    }
+
+    #[test]
+    fn nothing_removed_means_none() {
+        let mut found = Found::default();
+        assert_eq!(strip(b"a=1&b=2", &mut found), Ok(None));
+    }
+}

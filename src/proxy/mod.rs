@@ -1,0 +1,13 @@
+//! The request's path through gatekeeper, one stage per file:
+//! `headers/framing` refuses ambiguous requests, `routing` decides whether a
+//! request is gated, `crate::gate` proves the captcha, `headers/hop` and
+//! `headers/forwarding` rewrite headers, `upstream` forwards.
+
+pub mod body;
+pub mod handler;
+pub mod headers;
+pub mod response;
+pub mod upstream;
+
+pub use body::ProxyBody;
+pub use handler::{ConnInfo, Proxy};

@@ -1,0 +1,265 @@
+//! The raw request heads of an HTTP/1 connection, checked before hyper
+//! normalises them.
+//!
+//! hyper is lenient where nginx is strict: with both Content-Length and
+//! Transfer-Encoding it silently drops Content-Length, and it folds equal
+//! duplicate Content-Lengths. By the time a request reaches the service that
+//! evidence is gone. This wrapper reads the same bytes hyper reads, parses
+//! each request head with httparse (hyper's own parser), follows the body's
+//! framing to find the next head, and queues one verdict per request, in wire
+//! order, for the handler to act on. It never changes a byte.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+
+use memchr::memmem;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::proxy::headers::framing::{FramingError, check_wire_head};
+
+/// Longest head inspected; hyper refuses longer ones itself (431).
+const MAX_HEAD: usize = 64 * 1024 + 1024;
+const MAX_HEADERS: usize = 128;
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// Verdicts on request heads, oldest first; shared with the service.
+#[derive(Debug, Clone, Default)]
+pub struct Verdicts(Arc<Mutex<VecDeque<Result<(), FramingError>>>>);
+
+impl Verdicts {
+    /// The verdict on the next request hyper delivers; `None` once inspection
+    /// has stopped (after an upgrade request).
+    pub fn next(&self) -> Option<Result<(), FramingError>> {
+        self.0.lock().ok()?.pop_front()
+    }
+
+    fn push(&self, verdict: Result<(), FramingError>) {
+        if let Ok(mut q) = self.0.lock() {
+            q.push_back(verdict);
+        }
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    /// Collecting a request head.
+    Head(Vec<u8>),
+    /// Skipping a body of known length.
+    Fixed(u64),
+    /// Collecting a chunk-size line.
+    ChunkSize(Vec<u8>),
+    /// Skipping chunk data and its CRLF.
+    ChunkData(u64),
+    /// Collecting the trailer section after the last chunk.
+    Trailers(Vec<u8>),
+    /// No more requests to inspect on this connection (it is closing, or
+    /// switched protocols).
+    Done,
+}
+
+pub struct Inspected<I> {
+    inner: I,
+    state: State,
+    verdicts: Verdicts,
+}
+
+impl<I> Inspected<I> {
+    pub fn new(inner: I, verdicts: Verdicts) -> Self {
+        Self {
+            inner,
+            state: State::Head(Vec::new()),
+            verdicts,
+        }
+    }
+
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let (buf, terminator, limit, trailers) = match &mut self.state {
+                State::Done => return,
+                State::Fixed(n) | State::ChunkData(n) => {
+                    let take = usize::try_from(*n).unwrap_or(usize::MAX).min(bytes.len());
+                    *n -= take as u64;
+                    bytes = &bytes[take..];
+                    if *n == 0 {
+                        self.state = match self.state {
+                            State::ChunkData(_) => State::ChunkSize(Vec::new()),
+                            _ => State::Head(Vec::new()),
+                        };
+                    }
+                    continue;
+                }
+                State::Head(b) => (b, &b"\r\n\r\n"[..], MAX_HEAD, false),
+                State::ChunkSize(b) => (b, &b"\r\n"[..], MAX_CHUNK_LINE, false),
+                State::Trailers(b) => (b, &b"\r\n\r\n"[..], MAX_HEAD, true),
+            };
+            let old = buf.len();
+            buf.extend_from_slice(bytes);
+            // An empty trailer section is a lone CRLF.
+            let end = if trailers && buf.starts_with(b"\r\n") {
+                Some(2)
+            } else {
+                let from = old.saturating_sub(terminator.len() - 1);
+                memmem::find(&buf[from..], terminator).map(|i| from + i + terminator.len())
+            };
+            let Some(end) = end else {
+                if buf.len() > limit {
+                    self.stop_with(Err(FramingError("request head too large")));
+                }
+                return;
+            };
+            let element = std::mem::take(buf);
+            self.complete(&element[..end]);
+            // What this read held beyond the completed element.
+            bytes = &bytes[(end - old).min(bytes.len())..];
+        }
+    }
+
+    /// An element (head, chunk-size line or trailers) is complete.
+    fn complete(&mut self, element: &[u8]) {
+        self.state = match std::mem::replace(&mut self.state, State::Done) {
+            State::Head(_) => self.head(element),
+            State::ChunkSize(_) => match httparse::parse_chunk_size(element) {
+                Ok(httparse::Status::Complete((_, 0))) => State::Trailers(Vec::new()),
+                Ok(httparse::Status::Complete((_, size))) => {
+                    State::ChunkData(size.saturating_add(2))
+                }
+                // hyper refuses the same bytes and closes the connection.
+                _ => State::Done,
+            },
+            State::Trailers(_) => State::Head(Vec::new()),
+            other => other,
+        };
+    }
+
+    fn head(&mut self, head: &[u8]) -> State {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        let parsed = req.parse(head);
+        let version = req.version.unwrap_or(1);
+        match parsed {
+            Ok(httparse::Status::Complete(_)) => {}
+            // hyper refuses it too (400 or 431); nothing after it is served.
+            _ => return self.stopped(Err(FramingError("malformed request head"))),
+        }
+        let verdict = check_wire_head(version, req.headers);
+        if verdict.is_err() {
+            return self.stopped(verdict);
+        }
+        self.verdicts.push(Ok(()));
+        let header = |name: &str| {
+            req.headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+        };
+        if header("upgrade").is_some() {
+            // What follows may be another protocol's bytes.
+            return State::Done;
+        }
+        if header("transfer-encoding").is_some() {
+            return State::ChunkSize(Vec::new());
+        }
+        let length = header("content-length")
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if length > 0 {
+            State::Fixed(length)
+        } else {
+            State::Head(Vec::new())
+        }
+    }
+
+    fn stopped(&mut self, verdict: Result<(), FramingError>) -> State {
+        self.verdicts.push(verdict);
+        State::Done
+    }
+
+    fn stop_with(&mut self, verdict: Result<(), FramingError>) {
+        self.state = self.stopped(verdict);
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Inspected<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        let this = &mut *self;
+        if !matches!(this.state, State::Done) {
+            this.feed(&buf.filled()[before..]);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Inspected<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdicts(wire: &[&[u8]]) -> Vec<Result<(), FramingError>> {
+        let v = Verdicts::default();
+        let mut i = Inspected::new((), v.clone());
+        for piece in wire {
+            i.feed(piece);
+        }
+        std::iter::from_fn(|| v.next()).collect()
+    }
+
+    #[test]
+    fn keep_alive_requests_with_bodies_each_get_a_verdict() {
+        let wire = b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloPOST /b HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /c HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(verdicts(&[wire]), vec![Ok(()), Ok(()), Ok(())]);
+        // The same bytes, one at a time.
+        let bytes: Vec<&[u8]> = wire.chunks(1).collect();
+        assert_eq!(verdicts(&bytes), vec![Ok(()), Ok(()), Ok(())]);
+    }
+
+    #[test]
+    fn content_length_with_transfer_encoding_is_caught_in_either_order() {
+        let a = verdicts(&[b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"]);
+        let b = verdicts(&[b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"]);
+        assert!(a[0].is_err() && b[0].is_err());
+    }
+
+    #[test]
+    fn a_smuggled_head_inside_a_body_is_not_mistaken_for_a_request() {
+        let wire = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 44\r\n\r\nGET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n12345GET /y HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(verdicts(&[wire]), vec![Ok(()), Ok(())]);
+    }
+}
