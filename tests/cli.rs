@@ -1,0 +1,92 @@
+//! The command line: `check`, `--version`, `--help`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+fn gatekeeper() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
+}
+
+#[test]
+fn check_accepts_the_reference_config_and_summarises_it() {
+    let out = gatekeeper()
+        .args([
+            "check",
+            "-c",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/gatekeeper.toml"),
+        ])
+        .env("GEETEST_LOGIN_KEY", "b09a7aafbfd83f73b35a9b530d0337bf")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("/login"),
+        "summary names the routes: {stdout}"
+    );
+    assert!(
+        !stdout.contains("b09a7aafbfd83f73b35a9b530d0337bf"),
+        "summary shows the key: {stdout}"
+    );
+}
+
+#[test]
+fn check_reports_every_problem_with_file_line_and_column_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[server]\nhtps = \"0.0.0.0:8443\"\nhttp = \"not an address\"\n\n[upstream]\nurl = \"http://127.0.0.1:3000\"\ntimeout = \"5 parsecs\"\n",
+    )
+    .unwrap();
+    let out = gatekeeper()
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let file = path.display().to_string();
+    assert!(
+        stderr.contains(&format!("{file}:2:1:")),
+        "unknown key located: {stderr}"
+    );
+    assert!(
+        stderr.contains("htps") && stderr.contains("did you mean"),
+        "suggestion: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{file}:3:")),
+        "bad address located: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{file}:7:")),
+        "bad duration located: {stderr}"
+    );
+}
+
+#[test]
+fn check_names_a_missing_file() {
+    let out = gatekeeper()
+        .args(["check", "-c", "does-not-exist.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does-not-exist.toml"));
+}
+
+#[test]
+fn version_and_help_with_examples() {
+    let out = gatekeeper().arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("gatekeeper "));
+    let out = gatekeeper().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("Examples:") && help.contains("check"),
+        "{help}"
+    );
+}

@@ -1,0 +1,402 @@
+//! Issue 3: the GeeTest gate, through the real TLS proxy to a real upstream,
+//! with the simulator as GeeTest.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use common::*;
+use gatekeeper::sim::Behaviour;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+
+const ROUTES: &str = r#"
+[[route]]
+path = "/login"
+methods = ["POST", "GET"]
+
+[[route]]
+path = "/deny"
+on_error = "deny"
+
+[[route]]
+path = "/form"
+reject_redirect = "/form?retry=1"
+"#;
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn assert_refused(answer: &Answer, status: StatusCode, code: &str) {
+    assert_eq!(answer.status, status, "{}", answer.text());
+    assert_eq!(answer.error_code(), code, "{}", answer.text());
+}
+
+#[tokio::test]
+async fn a_valid_form_post_is_forwarded_without_the_captcha_fields() {
+    let env = Env::start(ROUTES).await;
+    let proof = env.sim.mint(CAPTCHA_ID);
+    let body = format!(
+        "user=alice&{}&note=caf%C3%A9+au+lait&tags=a&tags=&empty=",
+        proof.form()
+    );
+    let answer = env
+        .client(false)
+        .post_form(&env.https_url("/login?keep=1"), body)
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let seen = env.upstream.last();
+    assert_eq!(
+        seen.body,
+        "user=alice&note=caf%C3%A9+au+lait&tags=a&tags=&empty="
+    );
+    assert_eq!(seen.headers["content-length"], seen.body.len().to_string());
+    assert_eq!(seen.headers["x-gatekeeper-captcha"], "pass");
+    assert_eq!(seen.uri, "/login?keep=1");
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_valid_json_post_keeps_every_other_member_byte_exact() {
+    let env = Env::start(ROUTES).await;
+    let p = env.sim.mint(CAPTCHA_ID);
+    let body = format!(
+        "{{ \"user\" : \"\\u00e9lodie\",\n  \"lot_number\": \"{}\", \"captcha_output\":\"{}\",\"pass_token\":\"{}\", \"gen_time\": {}, \"captcha_id\":\"{}\",\n  \"nested\": {{\"lot_number\": 1}}, \"n\": 1.50 }}",
+        p.lot_number, p.captcha_output, p.pass_token, p.gen_time, p.captcha_id
+    );
+    let answer = env
+        .client(true)
+        .post(
+            &env.https_url("/login"),
+            "application/json; charset=utf-8",
+            body,
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let seen = env.upstream.last();
+    let text = String::from_utf8(seen.body.to_vec()).unwrap();
+    assert_eq!(
+        text,
+        "{ \"user\" : \"\\u00e9lodie\",\n  \"nested\": {\"lot_number\": 1}, \"n\": 1.50 }"
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_valid_multipart_post_keeps_other_parts_byte_for_byte() {
+    let env = Env::start(ROUTES).await;
+    let p = env.sim.mint(CAPTCHA_ID);
+    let b = "----gkBoundary7MA4YWxk";
+    let part = |name: &str, value: &str| {
+        format!("--{b}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+    };
+    let file = format!(
+        "--{b}\r\nContent-Disposition: form-data; name=\"upload\"; filename=\"a.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n\u{0}\u{1}binary\r\n--not-the-boundary\r\n"
+    );
+    let mut body = part("comment", "héllo");
+    for (k, v) in p.pairs() {
+        body.push_str(&part(k, v));
+    }
+    body.push_str(&file);
+    body.push_str(&format!("--{b}--\r\n"));
+    let expected = format!("{}{file}--{b}--\r\n", part("comment", "héllo"));
+    let answer = env
+        .client(false)
+        .post(
+            &env.https_url("/login"),
+            &format!("multipart/form-data; boundary={b}"),
+            body,
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let seen = env.upstream.last();
+    assert_eq!(seen.body, Bytes::from(expected));
+    assert_eq!(
+        seen.headers["content-type"],
+        format!("multipart/form-data; boundary={b}")
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_proof_in_the_query_string_is_accepted_and_stripped() {
+    let env = Env::start(ROUTES).await;
+    let p = env.sim.mint(CAPTCHA_ID);
+    let url = env.https_url(&format!("/login?page=2&{}&q=a%20b", p.form()));
+    let answer = env.client(false).get(&url).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert_eq!(env.upstream.last().uri, "/login?page=2&q=a%20b");
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_simulator_sees_sign_token_and_captcha_id_as_documented() {
+    let env = Env::start(ROUTES).await;
+    let p = env.sim.mint(CAPTCHA_ID);
+    let answer = env
+        .client(false)
+        .post_form(&env.https_url("/login"), p.form())
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let stats = env.sim.sim.stats();
+    let record = stats
+        .records
+        .last()
+        .expect("the simulator recorded the validation");
+    assert_eq!(record.captcha_id_in_query.as_deref(), Some(CAPTCHA_ID));
+    assert!(
+        record.sign_token_ok,
+        "sign_token must be HMAC-SHA256(key, lot_number)"
+    );
+    assert_eq!(record.lot_number, p.lot_number);
+    // The GEETEST.md vector itself.
+    assert_eq!(
+        gatekeeper::geetest::sign_token(CAPTCHA_KEY.as_bytes(), "4dc3cfc2cdff448cad8d13107198d473"),
+        "c99f3aa68104bdcd085f372dc6556a17a5a830a1a3d25125fb0010466977f3d8"
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn each_local_refusal_has_its_status_and_code_and_never_reaches_the_upstream() {
+    let env = Env::start(&format!("{ROUTES}\n[limits]\nmax_body = \"4KiB\"\n")).await;
+    let c = env.client(false);
+    let url = env.https_url("/login");
+
+    // fields absent
+    assert_refused(
+        &c.post_form(&url, "user=a").await,
+        StatusCode::FORBIDDEN,
+        "captcha_required",
+    );
+    // malformed lot_number
+    let mut p = env.sim.mint(CAPTCHA_ID);
+    p.lot_number = "not-hex".into();
+    assert_refused(
+        &c.post_form(&url, p.form()).await,
+        StatusCode::BAD_REQUEST,
+        "captcha_malformed",
+    );
+    // captcha_id not configured for the route (OTHER_ID is known to GeeTest, not to this route)
+    let p = env.sim.mint(OTHER_ID);
+    assert_refused(
+        &c.post_form(&url, p.form()).await,
+        StatusCode::BAD_REQUEST,
+        "captcha_malformed",
+    );
+    // gen_time too old, and in the future
+    let mut p = env.sim.mint(CAPTCHA_ID);
+    p.gen_time = (now() - 3600).to_string();
+    assert_refused(
+        &c.post_form(&url, p.form()).await,
+        StatusCode::FORBIDDEN,
+        "captcha_expired",
+    );
+    p.gen_time = (now() + 3600).to_string();
+    assert_refused(
+        &c.post_form(&url, p.form()).await,
+        StatusCode::FORBIDDEN,
+        "captcha_expired",
+    );
+    // body over max_body
+    let p = env.sim.mint(CAPTCHA_ID);
+    let big = format!("{}&pad={}", p.form(), "x".repeat(8 * 1024));
+    assert_refused(
+        &c.post_form(&url, big).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+    );
+    // unsupported Content-Type
+    assert_refused(
+        &c.post(&url, "text/plain", "hello").await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
+
+    assert_eq!(env.upstream.count(), 0);
+    assert_eq!(
+        env.sim.sim.stats().validations,
+        0,
+        "local checks must not call GeeTest"
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn geetest_answers_map_to_failed_rejected_and_replayed() {
+    let env = Env::start(ROUTES).await;
+    let c = env.client(false);
+    let url = env.https_url("/login");
+
+    // result: fail (forged pass_token), with GeeTest's reason
+    let mut p = env.sim.mint(CAPTCHA_ID);
+    p.pass_token = "0".repeat(64);
+    let answer = c.post_form(&url, p.form()).await;
+    assert_refused(&answer, StatusCode::FORBIDDEN, "captcha_failed");
+    assert_eq!(answer.json()["reason"], "pass_token error");
+
+    // status: error
+    env.sim.sim.set_behaviour(Behaviour::Error);
+    let p = env.sim.mint(CAPTCHA_ID);
+    assert_refused(
+        &c.post_form(&url, p.form()).await,
+        StatusCode::FORBIDDEN,
+        "captcha_rejected",
+    );
+    env.sim.sim.set_behaviour(Behaviour::Normal);
+
+    // a used proof is replayed
+    let p = env.sim.mint(CAPTCHA_ID);
+    assert_eq!(c.post_form(&url, p.form()).await.status, StatusCode::OK);
+    assert_refused(
+        &c.post_form(&url, p.form()).await,
+        StatusCode::FORBIDDEN,
+        "captcha_replayed",
+    );
+    // ... also with the lot_number in upper case
+    let mut upper = p.clone();
+    upper.lot_number = upper.lot_number.to_uppercase();
+    assert_refused(
+        &c.post_form(&url, upper.form()).await,
+        StatusCode::FORBIDDEN,
+        "captcha_replayed",
+    );
+
+    assert_eq!(env.upstream.count(), 1);
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn geetest_outage_with_deny_is_503_and_the_same_proof_works_once_it_is_back() {
+    let env = Env::start(ROUTES).await;
+    let c = env.client(false);
+    let p = env.sim.mint(CAPTCHA_ID);
+    for behaviour in [
+        Behaviour::Http500,
+        Behaviour::Garbage,
+        Behaviour::Drop,
+        Behaviour::Slow(Duration::from_secs(3)),
+    ] {
+        env.sim.sim.set_behaviour(behaviour);
+        let answer = c.post_form(&env.https_url("/deny"), p.form()).await;
+        assert_refused(
+            &answer,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "captcha_unavailable",
+        );
+        assert!(answer.headers.contains_key("retry-after"));
+    }
+    env.sim.sim.set_behaviour(Behaviour::Normal);
+    assert_eq!(
+        c.post_form(&env.https_url("/deny"), p.form()).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(env.upstream.count(), 1);
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn geetest_outage_with_allow_lets_the_request_through_marked_fail_open_once() {
+    let env = Env::start(ROUTES).await;
+    let c = env.client(false);
+    env.sim.sim.set_behaviour(Behaviour::Http500);
+    let p = env.sim.mint(CAPTCHA_ID);
+    let answer = c
+        .post_form(&env.https_url("/login"), format!("a=1&{}", p.form()))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let seen = env.upstream.last();
+    assert_eq!(seen.headers["x-gatekeeper-captcha"], "fail-open");
+    assert_eq!(seen.body, "a=1");
+    // Remembered as used.
+    assert_refused(
+        &c.post_form(&env.https_url("/login"), p.form()).await,
+        StatusCode::FORBIDDEN,
+        "captcha_replayed",
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn fifty_concurrent_submissions_of_one_proof_forward_exactly_one() {
+    let env = Env::start(ROUTES).await;
+    let p = env.sim.mint(CAPTCHA_ID);
+    let client = std::sync::Arc::new(env.client(false));
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let client = client.clone();
+        let url = env.https_url("/login");
+        let body = p.form();
+        tasks.push(tokio::spawn(
+            async move { client.post_form(&url, body).await },
+        ));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        let answer = t.await.unwrap();
+        match answer.status {
+            StatusCode::OK => ok += 1,
+            _ => assert_refused(&answer, StatusCode::FORBIDDEN, "captcha_replayed"),
+        }
+    }
+    assert_eq!(ok, 1);
+    assert_eq!(env.upstream.count(), 1);
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn browsers_get_a_page_or_a_redirect_instead_of_json() {
+    let env = Env::start(ROUTES).await;
+    let c = env.client(false);
+    let html = Request::post(env.https_url("/login"))
+        .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from("user=a")))
+        .unwrap();
+    let answer = c.send(html).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert!(
+        answer.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(answer.text().contains("captcha_required"));
+
+    let form = Request::post(env.https_url("/form"))
+        .header("accept", "text/html")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from("user=a")))
+        .unwrap();
+    let answer = c.send(form).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        answer.headers["location"],
+        "/form?retry=1&captcha_error=captcha_required"
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn ungated_requests_pass_untouched_even_with_captcha_like_fields() {
+    let env = Env::start(ROUTES).await;
+    let p = env.sim.mint(CAPTCHA_ID);
+    let body = format!("x=1&{}", p.form());
+    let req = Request::post(env.https_url("/elsewhere"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-gatekeeper-captcha", "pass")
+        .body(Full::new(Bytes::from(body.clone())))
+        .unwrap();
+    assert_eq!(env.client(false).send(req).await.status, StatusCode::OK);
+    let seen = env.upstream.last();
+    assert_eq!(seen.body, body);
+    assert!(!seen.headers.contains_key("x-gatekeeper-captcha"));
+    assert_eq!(env.sim.sim.stats().validations, 0);
+    env.shutdown().await;
+}

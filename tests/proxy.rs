@@ -1,0 +1,292 @@
+//! Issue 2: gatekeeper as a correct reverse proxy, over real sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http::{Request, StatusCode, Version};
+use http_body_util::Full;
+
+const ROUTES: &str = r#"
+[[route]]
+path = "/login"
+
+[[route]]
+prefix = "/admin/"
+host = "admin.example.com"
+methods = ["GET", "POST"]
+"#;
+
+#[tokio::test]
+async fn https_speaks_http1_or_h2_as_negotiated_by_alpn() {
+    let env = Env::start(ROUTES).await;
+    let h1 = env.client(false).get(&env.https_url("/hello")).await;
+    assert_eq!(h1.status, StatusCode::OK);
+    assert_eq!(h1.version, Version::HTTP_11);
+    assert_eq!(h1.text(), "upstream ok");
+    let h2 = env.client(true).get(&env.https_url("/hello?x=1")).await;
+    assert_eq!(h2.status, StatusCode::OK);
+    assert_eq!(h2.version, Version::HTTP_2);
+    let seen = env.upstream.requests();
+    assert_eq!(seen.len(), 2);
+    // The upstream leg is HTTP/1.1 and keeps the client's host.
+    assert!(seen.iter().all(|r| r.version == Version::HTTP_11));
+    assert_eq!(seen[1].uri, "/hello?x=1");
+    assert_eq!(
+        seen[1].headers["host"],
+        format!("localhost:{}", env.https.port())
+    );
+    assert_eq!(seen[1].headers["x-forwarded-proto"], "https");
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn cleartext_listener_serves_http1_and_h2_with_prior_knowledge() {
+    let env = Env::start(ROUTES).await;
+    let raw = raw_exchange(
+        env.http,
+        b"GET /plain HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!(status_line(&raw), "HTTP/1.1 200 OK");
+    assert_eq!(env.upstream.last().headers["x-forwarded-proto"], "http");
+
+    let h2c = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let resp = h2c
+        .get(env.http_url("/prior").parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.version(), Version::HTTP_2);
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_removed_in_both_directions() {
+    let env = Env::start(ROUTES).await;
+    let req = Request::get(env.https_url("/hop"))
+        .header("connection", "x-private, keep-alive")
+        .header("x-private", "must not pass")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-authorization", "Basic Zm9vOmJhcg==")
+        .header("proxy-connection", "keep-alive")
+        .header("te", "gzip")
+        .header("x-end-to-end", "kept")
+        .body(Full::default())
+        .unwrap();
+    let answer = env.client(false).send(req).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let seen = env.upstream.last();
+    for name in [
+        "connection",
+        "x-private",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+    ] {
+        assert!(!seen.headers.contains_key(name), "upstream received {name}");
+    }
+    assert_eq!(seen.headers["x-end-to-end"], "kept");
+    // The upstream's response named x-upstream-private in Connection.
+    assert!(!answer.headers.contains_key("x-upstream-private"));
+    assert!(!answer.headers.contains_key("keep-alive"));
+    assert_eq!(answer.headers["x-upstream"], "yes");
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn x_forwarded_for_from_an_untrusted_peer_is_replaced() {
+    let env = Env::start(ROUTES).await;
+    let req = Request::get(env.https_url("/xff"))
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-proto", "gopher")
+        .header("forwarded", "for=6.6.6.6")
+        .header("x-gatekeeper-captcha", "pass")
+        .body(Full::default())
+        .unwrap();
+    env.client(false).send(req).await;
+    let seen = env.upstream.last();
+    assert_eq!(seen.headers.get_all("x-forwarded-for").iter().count(), 1);
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "https");
+    assert_eq!(
+        seen.headers["x-forwarded-host"],
+        format!("localhost:{}", env.https.port())
+    );
+    assert!(!seen.headers.contains_key("forwarded"));
+    // Only gatekeeper may state a captcha verdict, on every route.
+    assert!(!seen.headers.contains_key("x-gatekeeper-captcha"));
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn x_forwarded_for_from_a_trusted_peer_is_kept_on_one_line() {
+    let env = Env::start_trusting("127.0.0.0/8", ROUTES).await;
+    let req = Request::get(env.https_url("/xff"))
+        .header("x-forwarded-for", "198.51.100.7")
+        .header("x-forwarded-for", "10.1.2.3")
+        .body(Full::default())
+        .unwrap();
+    env.client(false).send(req).await;
+    let seen = env.upstream.last();
+    assert_eq!(seen.headers.get_all("x-forwarded-for").iter().count(), 1);
+    assert_eq!(
+        seen.headers["x-forwarded-for"],
+        "198.51.100.7, 10.1.2.3, 127.0.0.1"
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn routes_gate_only_their_methods_and_hosts() {
+    let env = Env::start(ROUTES).await;
+    let client = env.client(false);
+    // Exact path, POST only: a GET passes untouched, a POST without a proof is refused.
+    assert_eq!(
+        client.get(&env.https_url("/login")).await.status,
+        StatusCode::OK
+    );
+    let refused = client.post_form(&env.https_url("/login"), "user=a").await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(refused.error_code(), "captcha_required");
+    // Exact means exact.
+    assert_eq!(
+        client
+            .post_form(&env.https_url("/login/x"), "user=a")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // A host-bound prefix route applies only to its host.
+    let admin = Request::get(env.https_url("/admin/panel"))
+        .header("host", "admin.example.com")
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(client.send(admin).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        client.get(&env.https_url("/admin/panel")).await.status,
+        StatusCode::OK
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn unreachable_upstream_is_502_and_a_slow_one_is_504() {
+    let env = Env::start(ROUTES).await;
+    let slow = env.client(false).get(&env.https_url("/slow/4000")).await;
+    assert_eq!(slow.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(slow.error_code(), "upstream_timeout");
+    env.shutdown().await;
+
+    // An upstream port with nothing listening.
+    let certs = TestCerts::new();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = parse_config(
+        &config_text(&certs, closed, "http://127.0.0.1:9", ""),
+        certs.dir.path(),
+    );
+    let server = gatekeeper::server::start(config).await.unwrap();
+    let raw = raw_exchange(
+        server.http_addr.unwrap(),
+        b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(status_line(&raw), "HTTP/1.1 502 Bad Gateway");
+    assert!(raw.contains("upstream_unavailable"), "{raw}");
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn websocket_is_tunnelled_after_the_upstream_switches_protocols() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let env = Env::start(ROUTES).await;
+    let (mut ws, resp) =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws", env.http.port()))
+            .await
+            .expect("websocket handshake through gatekeeper");
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    ws.send(Message::text("hello through the gate"))
+        .await
+        .unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        echoed.into_text().unwrap().as_str(),
+        "hello through the gate"
+    );
+    env.shutdown().await;
+}
+
+/// Each ambiguous framing shape is refused with 400 and the connection closed;
+/// none reaches the upstream.
+#[tokio::test]
+async fn ambiguous_framing_is_refused_and_the_connection_closed() {
+    let env = Env::start(ROUTES).await;
+    let cases: &[(&str, &[u8])] = &[
+        ("CL+TE", b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        ("TE chunked, chunked", b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n"),
+        ("TE twice", b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        ("TE gzip, chunked", b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"),
+        ("TE gzip", b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n"),
+        ("HTTP/1.0 with TE", b"POST /a HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        ("two different CL", b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"),
+        ("two equal CL", b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab"),
+        ("duplicate Host", b"GET /a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+        ("no Host in HTTP/1.1", b"GET /a HTTP/1.1\r\n\r\n"),
+        ("space before colon", b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n"),
+        ("upgrade h2c", b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"),
+        ("CONNECT", b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"),
+        ("NUL in header", b"GET /a HTTP/1.1\r\nHost: a\r\nX-A: b\0c\r\n\r\n"),
+    ];
+    for (name, bytes) in cases {
+        // A second, valid request pipelined behind must not be served.
+        let mut wire = bytes.to_vec();
+        wire.extend_from_slice(b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n");
+        let raw = raw_exchange(env.http, &wire, Duration::from_secs(3)).await;
+        assert!(
+            status_line(&raw).starts_with("HTTP/1.1 400"),
+            "{name}: {raw}"
+        );
+        assert_eq!(
+            raw.matches("HTTP/1.1 ").count(),
+            1,
+            "{name}: served a pipelined request: {raw}"
+        );
+    }
+    assert_eq!(
+        env.upstream.count(),
+        0,
+        "an ambiguous request reached the upstream"
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431() {
+    let env = Env::start(ROUTES).await;
+    let big = "x".repeat(100 * 1024);
+    let wire = format!("GET /a HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\n\r\n");
+    let raw = raw_exchange(env.http, wire.as_bytes(), Duration::from_secs(3)).await;
+    assert!(
+        status_line(&raw).starts_with("HTTP/1.1 431"),
+        "{}",
+        status_line(&raw)
+    );
+    assert_eq!(env.upstream.count(), 0);
+    env.shutdown().await;
+}
