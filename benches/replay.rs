@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gatekeeper::replay::{LotKey, MemoryStore, RedisStore, ReplayStore};
+use gatekeeper::replay::{Claim, LotKey, MemoryStore, RedisStore, ReplayStore};
 
 const ENTRIES: usize = 1_000_000;
 
@@ -34,9 +34,10 @@ fn key(i: u64) -> LotKey {
 fn memory_store() {
     let store = MemoryStore::new(Duration::from_secs(900), ENTRIES + 1);
     let before = rss_bytes();
+    // (Every fresh claim below is checked, so errors cannot pass for speed.)
     let started = Instant::now();
     for i in 0..ENTRIES as u64 {
-        let _ = store.claim_now(key(i));
+        assert!(matches!(store.claim_now(key(i)), Ok(Claim::Fresh)));
     }
     let insert = started.elapsed();
     let after = rss_bytes();
@@ -48,29 +49,39 @@ fn memory_store() {
     );
     let started = Instant::now();
     for i in 0..ENTRIES as u64 {
-        let _ = store.claim_now(key(i));
+        assert!(matches!(store.claim_now(key(i)), Ok(Claim::Seen(_))));
     }
     println!(
         "memory store: {:.0} claims/s of seen lot_numbers (1 thread)",
         ENTRIES as f64 / started.elapsed().as_secs_f64()
     );
-    let store = Arc::new(store);
+    drop(store);
+    // A new store, so every claim is a real insertion.
+    let store = MemoryStore::new(Duration::from_secs(900), ENTRIES + 1);
     let threads = 2;
     let per = ENTRIES as u64 / threads;
+    let fresh = std::sync::atomic::AtomicU64::new(0);
     let started = Instant::now();
     std::thread::scope(|s| {
         for t in 0..threads {
-            let store = store.clone();
+            let (store, fresh) = (store.clone(), &fresh);
             s.spawn(move || {
                 for i in 0..per {
-                    let _ = store.claim_now(key(10_000_000 + t * per + i));
+                    if matches!(
+                        store.claim_now(key(10_000_000 + t * per + i)),
+                        Ok(Claim::Fresh)
+                    ) {
+                        fresh.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
             });
         }
     });
+    let fresh = fresh.into_inner();
+    assert_eq!(fresh, per * threads, "every claim was a fresh insertion");
     println!(
-        "memory store: {:.0} claims/s fresh ({threads} threads)",
-        ENTRIES as f64 / started.elapsed().as_secs_f64()
+        "memory store: {:.0} claims/s inserting ({threads} threads)",
+        fresh as f64 / started.elapsed().as_secs_f64()
     );
 }
 
@@ -94,23 +105,31 @@ async fn redis_store(url: &str) {
     let total: u64 = 50_000;
     let in_flight: u64 = 64;
     let started = Instant::now();
+    // Keys unique to this run, so every claim is a fresh SET NX.
+    let run = u64::from(std::process::id()) << 32;
     let mut tasks = Vec::new();
     for w in 0..in_flight {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
+            let mut fresh = 0u64;
             let mut i = w;
             while i < total {
-                let _ = store.claim(key(20_000_000 + i)).await;
+                if let Ok(Claim::Fresh) = store.claim(key(run + i)).await {
+                    fresh += 1;
+                }
                 i += in_flight;
             }
+            fresh
         }));
     }
+    let mut fresh = 0;
     for t in tasks {
-        let _ = t.await;
+        fresh += t.await.unwrap_or(0);
     }
+    let elapsed = started.elapsed();
     println!(
-        "redis store: {:.0} claims/s ({in_flight} in flight, one multiplexed connection)",
-        total as f64 / started.elapsed().as_secs_f64()
+        "redis store: {:.0} claims/s ({fresh} of {total} fresh, {in_flight} in flight, one multiplexed connection)",
+        fresh as f64 / elapsed.as_secs_f64()
     );
 }
 

@@ -231,6 +231,39 @@ mod tests {
     }
 
     #[test]
+    fn expired_entries_can_be_claimed_again_and_are_swept() {
+        let store = MemoryStore::new(Duration::from_secs(1), 10);
+        assert_eq!(store.claim_now(key(7)).ok(), Some(Claim::Fresh));
+        assert_eq!(store.claim_now(key(8)).ok(), Some(Claim::Fresh));
+        store.record_now(key(7), LotState::Passed);
+        std::thread::sleep(Duration::from_millis(2100));
+        assert_eq!(store.peek(key(7)), None);
+        assert_eq!(
+            store.claim_now(key(7)).ok(),
+            Some(Claim::Fresh),
+            "an expired lot is fresh again"
+        );
+        assert_eq!(store.sweep(), 1, "only the expired, unclaimed lot is swept");
+        assert_eq!(store.len(), 1);
+    }
+
+    #[test]
+    fn concurrent_claims_of_one_lot_have_exactly_one_winner() {
+        let store = MemoryStore::new(Duration::from_secs(60), 10);
+        let winners = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..16 {
+                s.spawn(|| {
+                    if store.claim_now(key(9)).ok() == Some(Claim::Fresh) {
+                        winners.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        assert_eq!(winners.into_inner(), 1);
+    }
+
+    #[test]
     fn lot_key_folds_hex_case() {
         assert_eq!(
             LotKey::from_hex("4DC3CFC2CDFF448CAD8D13107198D473"),

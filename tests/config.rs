@@ -1,0 +1,313 @@
+//! `gatekeeper.toml` validation: each kind of error is located by file, line
+//! and column, all at once, and secrets never appear in messages.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use gatekeeper::config::{ConfigError, PathMatch, ReplayStoreKind, parse_str};
+
+const KEY: &str = "b09a7aafbfd83f73b35a9b530d0337bf";
+
+fn minimal(extra: &str) -> String {
+    format!(
+        "[server]\nhttp = \"127.0.0.1:8080\"\n\n[upstream]\nurl = \"http://127.0.0.1:3000\"\n\n[captcha.login]\nid = \"647f5ed2ed8acb4be36784e01556bb71\"\nkey = \"{KEY}\"\n{extra}"
+    )
+}
+
+fn errors(text: &str) -> ConfigError {
+    errors_at(text, Path::new("gk.toml"))
+}
+
+fn errors_at(text: &str, path: &Path) -> ConfigError {
+    match parse_str(text, path) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(e) => e,
+    }
+}
+
+/// The one diagnostic expected, as `LINE:COL: message`.
+fn only(text: &str) -> String {
+    let e = errors(text);
+    assert_eq!(e.diagnostics.len(), 1, "{e}");
+    let d = &e.diagnostics[0];
+    format!("{}:{}: {}", d.line, d.col, d.message)
+}
+
+#[test]
+fn defaults_apply_to_a_minimal_file() {
+    let c = parse_str(
+        &minimal("[[route]]\npath = \"/login\"\n"),
+        Path::new("gk.toml"),
+    )
+    .unwrap();
+    assert_eq!(c.limits.max_body, 1024 * 1024);
+    assert_eq!(c.limits.max_connections, 10_000);
+    assert_eq!(
+        c.geetest.api_server.to_string(),
+        "https://gcaptcha4.geetest.com/"
+    );
+    assert_eq!(c.geetest.max_token_age.as_secs(), 600);
+    assert_eq!(c.replay.ttl.as_secs(), 900);
+    assert_eq!(c.replay.store, ReplayStoreKind::Memory);
+    let route = &c.routes[0];
+    assert_eq!(route.path, PathMatch::Exact("/login".into()));
+    assert_eq!(route.methods, vec![http::Method::POST]);
+    assert_eq!(
+        route.captchas[0].name, "login",
+        "the only credential is the default"
+    );
+}
+
+#[test]
+fn an_unknown_key_is_named_with_a_suggestion() {
+    let msg = only(&minimal("[limits]\nmax_conections = 5\n"));
+    assert!(
+        msg.starts_with("11:1: unknown key \"max_conections\" in [limits]"),
+        "{msg}"
+    );
+    assert!(msg.contains("did you mean \"max_connections\""), "{msg}");
+    let msg = only(&minimal("[[route]]\npath = \"/a\"\nmethod = [\"GET\"]\n"));
+    assert!(
+        msg.starts_with("12:1: unknown key \"method\" in [[route]]; did you mean \"methods\""),
+        "{msg}"
+    );
+}
+
+#[test]
+fn bad_values_are_located_at_the_value() {
+    assert!(
+        only(&minimal("[limits]\nidle_timeout = \"5 parsecs\"\n"))
+            .starts_with("11:16: invalid duration \"5 parsecs\" for limits.idle_timeout")
+    );
+    assert!(
+        only(&minimal("[limits]\nmax_body = \"lots\"\n"))
+            .starts_with("11:12: limits.max_body must be a positive size")
+    );
+    assert!(
+        only(&minimal("[limits]\nmax_connections = 0\n"))
+            .starts_with("11:19: limits.max_connections must be a positive")
+    );
+    assert!(
+        only(&minimal("[geetest]\non_error = \"maybe\"\n"))
+            .contains("geetest.on_error must be one of allow, deny")
+    );
+    assert!(
+        only(&minimal("[geetest]\napi_server = \"ftp://x\"\n"))
+            .contains("the scheme must be http or https")
+    );
+    let text = "[server]\nhttp = \"localhost\"\n[upstream]\nurl = \"http://127.0.0.1:3000/app\"\n";
+    let e = errors(text);
+    let all = e.to_string();
+    assert!(
+        all.contains("gk.toml:2:8: invalid address \"localhost\" for server.http"),
+        "{all}"
+    );
+    assert!(all.contains("gk.toml:4:7: invalid upstream.url"), "{all}");
+}
+
+#[test]
+fn several_problems_are_reported_in_one_run() {
+    let e = errors(&minimal(
+        "[limits]\nidle_timeout = \"x\"\nhandshake_timeout = \"y\"\nbogus = 1\n",
+    ));
+    assert_eq!(e.diagnostics.len(), 3, "{e}");
+    let lines: Vec<usize> = e.diagnostics.iter().map(|d| d.line).collect();
+    assert_eq!(lines, vec![11, 12, 13]);
+}
+
+#[test]
+fn tls_files_are_checked_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = |cert: &str, key: &str| {
+        format!(
+            "[server]\nhttps = \"127.0.0.1:8443\"\n[tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n[upstream]\nurl = \"http://127.0.0.1:3000\"\n"
+        )
+    };
+    let path = dir.path().join("gk.toml");
+    // Missing certificate: located at the cert value, file named.
+    let e = errors_at(&cfg("missing.pem", "key.pem"), &path);
+    let d = &e.diagnostics[0];
+    assert_eq!((d.line, d.col), (4, 8), "{e}");
+    assert!(d.message.contains("missing.pem"), "{e}");
+
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["a.test".into()]).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("garbage.pem"), "not a key").unwrap();
+    let e = errors_at(&cfg("cert.pem", "garbage.pem"), &path);
+    let d = &e.diagnostics[0];
+    assert_eq!((d.line, d.col), (5, 7), "{e}");
+    assert!(d.message.contains("garbage.pem"), "{e}");
+
+    // PKCS#8 (rcgen's serialisation) and SEC1 (EC PRIVATE KEY) are both accepted.
+    std::fs::write(dir.path().join("pkcs8.pem"), signing_key.serialize_pem()).unwrap();
+    assert!(parse_str(&cfg("cert.pem", "pkcs8.pem"), &path).is_ok());
+    let sec1 = sec1_pem(&signing_key);
+    std::fs::write(dir.path().join("sec1.pem"), sec1).unwrap();
+    assert!(parse_str(&cfg("cert.pem", "sec1.pem"), &path).is_ok());
+}
+
+/// Re-wraps rcgen's P-256 PKCS#8 key as SEC1 (`EC PRIVATE KEY`): the SEC1
+/// structure is the OCTET STRING inside PKCS#8's privateKey field.
+fn sec1_pem(key: &rcgen::KeyPair) -> String {
+    let der = key.serialize_der();
+    // ECPrivateKey starts SEQUENCE, len, INTEGER 1, OCTET STRING of 32 bytes.
+    let at = der
+        .windows(5)
+        .position(|w| w == [0x02, 0x01, 0x01, 0x04, 0x20])
+        .expect("ECPrivateKey inside PKCS#8");
+    let sec1 = &der[at - 2..];
+    assert_eq!(sec1[0], 0x30, "SEC1 is a SEQUENCE");
+    let sec1 = &sec1[..2 + sec1[1] as usize];
+    let b64 = base64_encode(sec1);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN EC PRIVATE KEY-----\n{}\n-----END EC PRIVATE KEY-----\n",
+        lines.join("\n")
+    )
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[test]
+fn overlapping_routes_are_refused_and_point_at_the_first() {
+    let msg = only(&minimal(
+        "[[route]]\npath = \"/a\"\nmethods = [\"POST\", \"GET\"]\n[[route]]\npath = \"/a\"\nmethods = [\"GET\"]\n",
+    ));
+    assert!(msg.contains("overlaps the route on line 10"), "{msg}");
+    // Same path on different hosts, or disjoint methods, is fine.
+    let ok = minimal(
+        "[[route]]\npath = \"/a\"\n[[route]]\npath = \"/a\"\nhost = \"x.test\"\n[[route]]\npath = \"/a\"\nmethods = [\"PUT\"]\n",
+    );
+    assert!(parse_str(&ok, Path::new("gk.toml")).is_ok());
+}
+
+#[test]
+fn captcha_references_and_keys_are_checked_without_showing_the_key() {
+    let msg = only(&minimal("[[route]]\npath = \"/a\"\ncaptcha = \"logn\"\n"));
+    assert!(
+        msg.contains("unknown captcha \"logn\"") && msg.contains("did you mean \"login\""),
+        "{msg}"
+    );
+
+    let text = minimal("").replace(
+        &format!("key = \"{KEY}\""),
+        "key_env = \"GK_CONFIG_TEST_UNSET_VAR\"",
+    );
+    assert!(only(&text).contains("environment variable GK_CONFIG_TEST_UNSET_VAR is not set"));
+
+    let short = minimal("").replace(KEY, "tooshort-secret");
+    let e = errors(&short).to_string();
+    assert!(
+        e.contains("must be 32 characters") && !e.contains("tooshort-secret"),
+        "{e}"
+    );
+
+    let both = minimal("").replace(
+        &format!("key = \"{KEY}\""),
+        &format!("key = \"{KEY}\"\nkey_env = \"X\""),
+    );
+    let e = errors(&both).to_string();
+    assert!(
+        e.contains("exactly one of key, key_env, key_file") && !e.contains(KEY),
+        "{e}"
+    );
+}
+
+#[test]
+fn key_file_is_read_relative_to_the_config_and_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("login.key"), format!("{KEY}\n")).unwrap();
+    let text = minimal("[[route]]\npath = \"/a\"\n")
+        .replace(&format!("key = \"{KEY}\""), "key_file = \"login.key\"");
+    let c = parse_str(&text, &dir.path().join("gk.toml")).unwrap();
+    assert_eq!(c.captchas["login"].key.expose(), KEY.as_bytes());
+    let debug = format!("{c:?}");
+    assert!(!debug.contains(KEY), "the key leaked through Debug");
+    assert!(
+        !c.summary().contains(KEY),
+        "the key leaked through the summary"
+    );
+}
+
+#[test]
+fn replay_ttl_must_outlive_accepted_tokens() {
+    let msg = only(&minimal(
+        "[geetest]\nmax_token_age = \"10m\"\n[replay]\nttl = \"10m\"\n",
+    ));
+    assert!(
+        msg.starts_with("13:7: replay.ttl (10m) must be at least geetest.max_token_age + 1m (11m)"),
+        "{msg}"
+    );
+    let c = parse_str(
+        &minimal("[replay]\nstore = \"redis://127.0.0.1:6379/0\"\n"),
+        Path::new("gk.toml"),
+    )
+    .unwrap();
+    assert!(matches!(c.replay.store, ReplayStoreKind::Redis { .. }));
+    assert!(
+        only(&minimal("[replay]\nstore = \"memcached://x\"\n")).contains("replay.store must be")
+    );
+}
+
+#[test]
+fn syntax_errors_are_located() {
+    let e = errors("[server\nhttp = 1\n");
+    assert_eq!(e.diagnostics[0].line, 1, "{e}");
+}
+
+#[test]
+fn the_reference_file_parses() {
+    // SAFETY-free: tests run as separate processes under nextest.
+    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/gatekeeper.toml"));
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "key_env = \"GEETEST_LOGIN_KEY\"",
+        &format!("key = \"{KEY}\""),
+    );
+    let c = parse_str(&text, &path).unwrap();
+    assert_eq!(c.routes.len(), 1);
+}
+
+#[test]
+fn a_pkcs1_rsa_key_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |args: &[&str]| {
+        std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+    };
+    let made = run(&["genrsa", "-traditional", "-out", "rsa.pem", "2048"]).and_then(|_| {
+        run(&[
+            "req",
+            "-x509",
+            "-key",
+            "rsa.pem",
+            "-subj",
+            "/CN=a.test",
+            "-days",
+            "1",
+            "-out",
+            "cert.pem",
+        ])
+    });
+    if made.is_err() || !d.join("cert.pem").exists() {
+        eprintln!("SKIPPED: openssl is needed to make a PKCS#1 key");
+        return;
+    }
+    let pem = std::fs::read_to_string(d.join("rsa.pem")).unwrap();
+    assert!(
+        pem.starts_with("-----BEGIN RSA PRIVATE KEY-----"),
+        "PKCS#1 expected"
+    );
+    let text = "[server]\nhttps = \"127.0.0.1:8443\"\n[tls]\ncert = \"cert.pem\"\nkey = \"rsa.pem\"\n[upstream]\nurl = \"http://127.0.0.1:3000\"\n";
+    parse_str(text, &d.join("gk.toml")).unwrap();
+}
