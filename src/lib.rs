@@ -17,9 +17,11 @@
 //!    pooled keep-alive client; bodies stream both ways.
 //!
 //! [`config`] turns the TOML file into validated types before anything
-//! listens; [`sim`] is an offline GeeTest for development and tests.
+//! listens; [`sim`] is an offline GeeTest for development and tests, and
+//! [`demo`] runs the whole product offline in one process.
 
 pub mod config;
+pub mod demo;
 pub mod gate;
 pub mod geetest;
 pub mod proxy;

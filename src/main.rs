@@ -12,7 +12,8 @@ Examples:
   gatekeeper check -c /etc/gatekeeper/gatekeeper.toml   validate a config, bind nothing
   gatekeeper run -c gatekeeper.toml                      run the proxy
   gatekeeper                                             run with ./gatekeeper.toml
-  gatekeeper sim --listen 127.0.0.1:9000                 an offline GeeTest for development";
+  gatekeeper sim --listen 127.0.0.1:9000                 an offline GeeTest for development
+  gatekeeper demo                                        the whole thing, offline, on https://localhost:8443";
 
 /// A TLS-terminating reverse proxy that puts GeeTest CAPTCHA v4 in front of
 /// an application that cannot be changed.
@@ -33,6 +34,8 @@ enum Command {
     Check(ConfigArg),
     /// Run the offline GeeTest v4 simulator.
     Sim(gatekeeper::sim::SimArgs),
+    /// Run the offline demo: simulator, a legacy app, and gatekeeper in front.
+    Demo(gatekeeper::demo::DemoArgs),
 }
 
 #[derive(Args)]
@@ -81,6 +84,16 @@ fn main() -> ExitCode {
             block_on(gatekeeper::sim::run(args)).map_or_else(
                 |e| {
                     eprintln!("gatekeeper sim: {e}");
+                    ExitCode::FAILURE
+                },
+                |()| ExitCode::SUCCESS,
+            )
+        }
+        Some(Command::Demo(args)) => {
+            init_logging(LogFormat::Pretty);
+            block_on(gatekeeper::demo::run(args)).map_or_else(
+                |e| {
+                    eprintln!("gatekeeper demo: {e}");
                     ExitCode::FAILURE
                 },
                 |()| ExitCode::SUCCESS,

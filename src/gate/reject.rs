@@ -95,7 +95,8 @@ fn html_page(status: StatusCode, code: &str, reason: &str) -> Response<ProxyBody
     };
     let body = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{status}</title></head>\n\
-         <body><h1>Verification needed</h1><p>{advice}</p><p><small>{code}: {}</small></p></body></html>\n",
+         <body style=\"font:16px system-ui,sans-serif;max-width:40rem;margin:3rem auto;color:#223\">\
+         <h1>Verification needed</h1><p>{advice}</p><p style=\"color:#667\"><small>{code}: {}</small></p></body></html>\n",
         escape_html(reason)
     );
     let mut resp = Response::new(full(body));
@@ -109,7 +110,7 @@ fn html_page(status: StatusCode, code: &str, reason: &str) -> Response<ProxyBody
     resp
 }
 
-fn escape_html(s: &str) -> String {
+pub(crate) fn escape_html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

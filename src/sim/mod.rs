@@ -12,11 +12,12 @@
 //! | `GET/POST /_sim/mint?captcha_id=ID` | a fresh proof: the five fields as JSON |
 //! | `POST /_sim/behaviour` | `{"mode": "normal|slow|fail|error|garbage|http500|drop", "delay_ms": N}` |
 //! | `GET /_sim/stats` | validations, accepted connections, recent validations |
+//! | `GET /gt4.js` | a stand-in for GeeTest's browser widget, same API |
 
 mod server;
 mod state;
 
-pub use server::{run, serve};
+pub use server::{handle, run, serve};
 pub use state::{Behaviour, MintedProof, SimStats, Simulator, ValidateRecord};
 
 use std::net::SocketAddr;

@@ -21,7 +21,7 @@ use super::{DEMO_CAPTCHA_ID, DEMO_CAPTCHA_KEY, SimArgs};
 const MAX_BODY: usize = 64 * 1024;
 
 /// An answer, or `Err` to drop the connection without one.
-type Answer = Result<Response<Full<Bytes>>, std::io::Error>;
+pub type Answer = Result<Response<Full<Bytes>>, std::io::Error>;
 
 /// Serves until the task is dropped or the listener fails.
 pub async fn serve(listener: TcpListener, sim: Arc<Simulator>) -> std::io::Result<()> {
@@ -63,7 +63,12 @@ pub async fn run(args: SimArgs) -> std::io::Result<()> {
     }
 }
 
-async fn handle(sim: Arc<Simulator>, req: Request<Incoming>) -> Answer {
+/// The stand-in for GeeTest's browser widget (same API as gt4.js).
+const WIDGET: &str = include_str!("widget/gt4.js");
+
+/// Answers one simulator request. Public so the demo can serve the widget and
+/// the mint endpoint from the page's own origin.
+pub async fn handle(sim: Arc<Simulator>, req: Request<Incoming>) -> Answer {
     let path = req.uri().path().to_owned();
     match (req.method().clone(), path.as_str()) {
         (Method::GET | Method::POST, "/validate") => validate(&sim, req).await,
@@ -107,6 +112,14 @@ async fn handle(sim: Arc<Simulator>, req: Request<Incoming>) -> Answer {
             ))
         }
         (Method::GET, "/_sim/stats") => Ok(json_response(StatusCode::OK, &json!(sim.stats()))),
+        (Method::GET, "/gt4.js") => {
+            let mut resp = Response::new(Full::new(Bytes::from_static(WIDGET.as_bytes())));
+            resp.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/javascript; charset=utf-8"),
+            );
+            Ok(resp)
+        }
         _ => Ok(json_response(
             StatusCode::NOT_FOUND,
             &json!({"error": "not found"}),

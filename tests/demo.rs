@@ -1,0 +1,170 @@
+//! Issue 5: `gatekeeper demo` starts the simulator, the legacy app and
+//! gatekeeper in one process, and the stripping is visible on its pages.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// The demo binary on free ports; killed on drop.
+pub struct Demo {
+    child: std::process::Child,
+    pub https_port: u16,
+    pub http_port: u16,
+}
+
+impl Demo {
+    pub fn start() -> Self {
+        let (https_port, http_port) = (free_port(), free_port());
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
+            .args([
+                "demo",
+                "--https-port",
+                &https_port.to_string(),
+                "--http-port",
+                &http_port.to_string(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", https_port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the demo did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            https_port,
+            http_port,
+        }
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn get(port: u16, path: &str) -> String {
+    let wire = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    raw_exchange(
+        ([127, 0, 0, 1], port).into(),
+        wire.as_bytes(),
+        Duration::from_secs(5),
+    )
+    .await
+}
+
+async fn post(port: u16, path: &str, accept: &str, content_type: &str, body: &str) -> String {
+    let wire = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: {accept}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    raw_exchange(
+        ([127, 0, 0, 1], port).into(),
+        wire.as_bytes(),
+        Duration::from_secs(5),
+    )
+    .await
+}
+
+fn body(raw: &str) -> &str {
+    raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("")
+}
+
+#[tokio::test]
+async fn the_demo_pages_are_a_real_geetest_integration_served_through_gatekeeper() {
+    let demo = Demo::start();
+    let login = get(demo.http_port, "/login").await;
+    assert!(status_line(&login).contains("200"), "{login}");
+    assert!(login.contains("<script src=\"/gt4.js\"></script>"));
+    assert!(login.contains(&format!(
+        "initGeetest4({{captchaId: \"{}\"",
+        gatekeeper::sim::DEMO_CAPTCHA_ID
+    )));
+    let widget = get(demo.http_port, "/gt4.js").await;
+    for api in [
+        "initGeetest4",
+        "appendTo",
+        "showCaptcha",
+        "onReady",
+        "onSuccess",
+        "onError",
+        "onClose",
+        "getValidate",
+        "reset",
+    ] {
+        assert!(widget.contains(api), "the stand-in widget lacks {api}");
+    }
+}
+
+#[tokio::test]
+async fn a_minted_proof_logs_in_once_and_the_app_never_sees_the_captcha() {
+    let demo = Demo::start();
+    let minted = post(
+        demo.http_port,
+        &format!("/_sim/mint?captcha_id={}", gatekeeper::sim::DEMO_CAPTCHA_ID),
+        "*/*",
+        "text/plain",
+        "",
+    )
+    .await;
+    let proof: serde_json::Value = serde_json::from_str(body(&minted)).unwrap();
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("user", "alice");
+    for (k, v) in proof.as_object().unwrap() {
+        form.append_pair(k, v.as_str().unwrap());
+    }
+    let form = form.finish();
+    let html = "text/html,application/xhtml+xml";
+    let first = post(
+        demo.http_port,
+        "/login",
+        html,
+        "application/x-www-form-urlencoded",
+        &form,
+    )
+    .await;
+    assert!(status_line(&first).contains("200"), "{first}");
+    assert!(
+        first.contains("No captcha field reached the app."),
+        "{first}"
+    );
+    assert!(
+        first.contains("<pre id=\"body\">user=alice</pre>"),
+        "{first}"
+    );
+    assert!(first.contains("x-gatekeeper-captcha"), "{first}");
+
+    let again = post(
+        demo.http_port,
+        "/login",
+        html,
+        "application/x-www-form-urlencoded",
+        &form,
+    )
+    .await;
+    assert!(status_line(&again).contains("403"), "{again}");
+    assert!(again.contains("captcha_replayed"), "{again}");
+
+    let unsolved = post(
+        demo.http_port,
+        "/login",
+        html,
+        "application/x-www-form-urlencoded",
+        "user=alice&lot_number=&captcha_output=&pass_token=&gen_time=&captcha_id=",
+    )
+    .await;
+    assert!(
+        status_line(&unsolved).contains("403") && unsolved.contains("captcha_required"),
+        "{unsolved}"
+    );
+}
