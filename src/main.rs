@@ -79,27 +79,24 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check(arg)) => check(&arg.config),
         Some(Command::Run(args)) => run(args),
-        Some(Command::Sim(args)) => {
-            init_logging(LogFormat::Pretty);
-            block_on(gatekeeper::sim::run(args)).map_or_else(
-                |e| {
-                    eprintln!("gatekeeper sim: {e}");
-                    ExitCode::FAILURE
-                },
-                |()| ExitCode::SUCCESS,
-            )
-        }
-        Some(Command::Demo(args)) => {
-            init_logging(LogFormat::Pretty);
-            block_on(gatekeeper::demo::run(args)).map_or_else(
-                |e| {
-                    eprintln!("gatekeeper demo: {e}");
-                    ExitCode::FAILURE
-                },
-                |()| ExitCode::SUCCESS,
-            )
-        }
+        Some(Command::Sim(args)) => run_tool("sim", gatekeeper::sim::run(args)),
+        Some(Command::Demo(args)) => run_tool("demo", gatekeeper::demo::run(args)),
         None => run(cli.run),
+    }
+}
+
+/// Runs a subcommand that is a program of its own (sim, demo).
+fn run_tool<E: std::fmt::Display>(
+    name: &str,
+    fut: impl std::future::Future<Output = Result<(), E>>,
+) -> ExitCode {
+    init_logging(LogFormat::Pretty);
+    match block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gatekeeper {name}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

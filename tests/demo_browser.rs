@@ -6,10 +6,8 @@
 
 mod common;
 
+use common::Demo;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use common::free_port;
 
 #[test]
 fn a_person_solves_the_captcha_and_the_app_receives_a_clean_form() {
@@ -26,37 +24,16 @@ fn a_person_solves_the_captcha_and_the_app_receives_a_clean_form() {
         );
         return;
     }
-    let (https_port, http_port) = (free_port(), free_port());
-    let mut demo = std::process::Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
-        .args([
-            "demo",
-            "--https-port",
-            &https_port.to_string(),
-            "--http-port",
-            &http_port.to_string(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", https_port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the demo did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let demo = Demo::start();
     let out: PathBuf = root.join("target/artifacts/browser");
     let result = std::process::Command::new("node")
         .arg(root.join("tests/browser/demo.mjs"))
-        .arg(format!("https://localhost:{https_port}"))
+        .arg(format!("https://localhost:{}", demo.https_port))
         .arg(&out)
         .env("CHROMIUM", &chromium)
         .output()
         .expect("node runs");
-    let _ = demo.kill();
-    let _ = demo.wait();
+    drop(demo);
     let stdout = String::from_utf8_lossy(&result.stdout);
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert!(

@@ -400,3 +400,32 @@ async fn ungated_requests_pass_untouched_even_with_captcha_like_fields() {
     assert_eq!(env.sim.sim.stats().validations, 0);
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_full_replay_store_refuses_new_proofs_with_503_and_never_evicts() {
+    let env = Env::start(&format!("{ROUTES}\n[replay]\nmax_entries = 1\n")).await;
+    let c = env.client(false);
+    let first = env.sim.mint(CAPTCHA_ID);
+    assert_eq!(
+        c.post_form(&env.https_url("/login"), first.form())
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let answer = c
+        .post_form(&env.https_url("/login"), env.sim.mint(CAPTCHA_ID).form())
+        .await;
+    assert_refused(
+        &answer,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "captcha_unavailable",
+    );
+    // The remembered proof is still refused as a replay: nothing was evicted.
+    assert_refused(
+        &c.post_form(&env.https_url("/login"), first.form()).await,
+        StatusCode::FORBIDDEN,
+        "captcha_replayed",
+    );
+    assert_eq!(env.upstream.count(), 1);
+    env.shutdown().await;
+}

@@ -53,27 +53,7 @@ impl std::fmt::Debug for ValidateClient {
 
 impl ValidateClient {
     pub fn new(api_server: &Uri, timeout: Duration) -> Self {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(timeout));
-        let builder = hyper_rustls::HttpsConnectorBuilder::new();
-        let connector =
-            match rustls::ClientConfig::builder_with_provider(crate::server::tls::provider())
-                .with_safe_default_protocol_versions()
-            {
-                Ok(b) => builder
-                    .with_tls_config(
-                        b.with_root_certificates(rustls::RootCertStore {
-                            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-                        })
-                        .with_no_client_auth(),
-                    )
-                    .https_or_http()
-                    .enable_http1()
-                    .wrap_connector(http),
-                Err(e) => unreachable!("rustls ring provider rejected default versions: {e}"),
-            };
+        let connector = crate::server::tls::client_connector(timeout);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())

@@ -40,27 +40,7 @@ impl std::fmt::Debug for Upstream {
 impl Upstream {
     /// `pool_idle` bounds how long an unused pooled connection is kept.
     pub fn new(config: &UpstreamConfig, pool_idle: Duration) -> Self {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(config.connect_timeout));
-        let tls = rustls::ClientConfig::builder_with_provider(crate::server::tls::provider())
-            .with_safe_default_protocol_versions()
-            .map(|b| {
-                b.with_root_certificates(rustls::RootCertStore {
-                    roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-                })
-                .with_no_client_auth()
-            });
-        let connector = match tls {
-            Ok(tls) => hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(tls)
-                .https_or_http()
-                .enable_http1()
-                .wrap_connector(http),
-            // The ring provider always supports the safe defaults.
-            Err(e) => unreachable!("rustls ring provider rejected default versions: {e}"),
-        };
+        let connector = crate::server::tls::client_connector(config.connect_timeout);
         // The pool's idle timeout only runs with a timer (hyper-util's legacy client).
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())

@@ -1,7 +1,7 @@
 //! The in-process store: a sharded map of 16-byte keys to a state and an expiry.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -26,6 +26,9 @@ pub struct MemoryStore {
     max_entries: usize,
     ttl: Duration,
     epoch: Instant,
+    /// When the last sweep ran (seconds since `epoch`), to rate-limit sweeps
+    /// forced by a full store.
+    last_sweep: AtomicU32,
 }
 
 impl MemoryStore {
@@ -36,6 +39,7 @@ impl MemoryStore {
             max_entries,
             ttl,
             epoch: Instant::now(),
+            last_sweep: AtomicU32::new(0),
         })
     }
 
@@ -59,6 +63,19 @@ impl MemoryStore {
 
     pub fn claim_now(&self, lot: LotKey) -> Result<Claim, StoreError> {
         let now = self.now();
+        // At the bound, expired entries may still be counted: sweep them
+        // first, at most once a second so refusals stay cheap under attack.
+        if self.len.load(Ordering::Relaxed) >= self.max_entries {
+            let last = self.last_sweep.load(Ordering::Relaxed);
+            if now > last
+                && self
+                    .last_sweep
+                    .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                self.sweep();
+            }
+        }
         match self.map.entry(lot) {
             Entry::Occupied(mut e) => {
                 let slot = e.get_mut();
@@ -137,6 +154,7 @@ impl MemoryStore {
     /// Returns how many were removed.
     pub fn sweep(&self) -> usize {
         let now = self.now();
+        self.last_sweep.store(now, Ordering::Relaxed);
         let removed = AtomicUsize::new(0);
         self.map.retain(|_, slot| {
             let keep = slot.expires_at > now;
@@ -244,6 +262,20 @@ mod tests {
             "an expired lot is fresh again"
         );
         assert_eq!(store.sweep(), 1, "only the expired, unclaimed lot is swept");
+        assert_eq!(store.len(), 1);
+    }
+
+    #[test]
+    fn a_full_store_sweeps_expired_entries_before_refusing() {
+        let store = MemoryStore::new(Duration::from_secs(1), 2);
+        assert!(store.claim_now(key(1)).is_ok());
+        assert!(store.claim_now(key(2)).is_ok());
+        std::thread::sleep(Duration::from_millis(2100));
+        assert_eq!(
+            store.claim_now(key(3)).ok(),
+            Some(Claim::Fresh),
+            "expired entries made room"
+        );
         assert_eq!(store.len(), 1);
     }
 
