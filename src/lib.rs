@@ -24,6 +24,7 @@ pub mod config;
 pub mod demo;
 pub mod gate;
 pub mod geetest;
+pub mod metrics;
 pub mod proxy;
 pub mod replay;
 pub mod routing;

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
@@ -65,8 +64,9 @@ enum LogFormat {
     Json,
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// `RUST_LOG` wins over the configured level.
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Pretty => builder.init(),
@@ -90,7 +90,7 @@ fn run_tool<E: std::fmt::Display>(
     name: &str,
     fut: impl std::future::Future<Output = Result<(), E>>,
 ) -> ExitCode {
-    init_logging(LogFormat::Pretty);
+    init_logging(LogFormat::Pretty, "info");
     match block_on(fut) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -115,7 +115,6 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 fn run(args: RunArgs) -> ExitCode {
-    init_logging(args.log_format);
     let config = match gatekeeper::config::load_file(&args.config.config) {
         Ok(c) => c,
         Err(e) => {
@@ -123,10 +122,11 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    init_logging(args.log_format, &config.server.log_level);
     block_on(async move {
         match gatekeeper::server::start(config).await {
             Ok(server) => {
-                server.run_until_signal(Duration::from_secs(30)).await;
+                server.run_until_signal().await;
                 ExitCode::SUCCESS
             }
             Err(e) => {

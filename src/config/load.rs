@@ -54,11 +54,12 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
     };
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let config = Loader {
+    let mut config = Loader {
         report: &mut report,
         base,
     }
     .config(raw, path);
+    config.hash = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())[..8]);
     report.finish(config)
 }
 
@@ -70,7 +71,10 @@ impl Config {
             server: ServerConfig {
                 https: None,
                 http: None,
+                admin: None,
                 trusted_proxies: Vec::new(),
+                shutdown_timeout: Duration::ZERO,
+                log_level: String::new(),
             },
             tls: None,
             upstream: UpstreamConfig {
@@ -101,6 +105,7 @@ impl Config {
                 on_store_error: OnStoreError::Deny,
                 timeout: Duration::ZERO,
             },
+            hash: String::new(),
         }
     }
 }
@@ -197,6 +202,7 @@ impl Loader<'_, '_> {
             captchas,
             routes,
             replay,
+            hash: String::new(),
         }
     }
 
@@ -309,6 +315,43 @@ impl Loader<'_, '_> {
     fn server(&mut self, raw: &raw::RawServer) -> ServerConfig {
         let https = self.addr(raw.https.as_ref(), "server.https");
         let http = self.addr(raw.http.as_ref(), "server.http");
+        let admin = self.addr(raw.admin.as_ref(), "server.admin");
+        let shutdown_timeout = self.duration(
+            raw.shutdown_timeout.as_ref(),
+            "server.shutdown_timeout",
+            Duration::from_secs(30),
+        );
+        let log_level = match &raw.log_level {
+            None => "info".to_owned(),
+            Some(v) => match tracing_subscriber::EnvFilter::try_new(v.get_ref()) {
+                Ok(_) => v.get_ref().clone(),
+                Err(e) => {
+                    self.error(
+                        v.span(),
+                        format!("invalid server.log_level \"{}\": {e}", v.get_ref()),
+                    );
+                    "info".to_owned()
+                }
+            },
+        };
+        let listeners = [
+            ("server.https", https),
+            ("server.http", http),
+            ("server.admin", admin),
+        ];
+        for (i, (name, addr)) in listeners.iter().enumerate() {
+            // Port 0 asks the system for a free port: never a collision.
+            let clash = |a: &Option<SocketAddr>| a.is_some_and(|a| a.port() != 0) && a == addr;
+            if let Some((other, _)) = listeners[..i].iter().find(|(_, a)| clash(a)) {
+                let span = raw
+                    .admin
+                    .as_ref()
+                    .or(raw.http.as_ref())
+                    .map(Spanned::span)
+                    .unwrap_or(0..0);
+                self.error(span, format!("{name} and {other} cannot share an address"));
+            }
+        }
         if raw.https.is_none() && raw.http.is_none() {
             self.report
                 .file("[server] needs https or http (or both): there is nothing to listen on");
@@ -324,7 +367,10 @@ impl Loader<'_, '_> {
         ServerConfig {
             https,
             http,
+            admin,
             trusted_proxies,
+            shutdown_timeout,
+            log_level,
         }
     }
 

@@ -38,14 +38,22 @@ pub struct Config {
     /// In file order. Matching precedence is decided by `routing`, not by order.
     pub routes: Vec<Route>,
     pub replay: ReplayConfig,
+    /// SHA-256 of the file's text (hex, first 16 characters): which config is loaded.
+    pub hash: String,
 }
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub https: Option<SocketAddr>,
     pub http: Option<SocketAddr>,
-    /// Peers whose `X-Forwarded-For` chain is believed.
+    /// The admin listener (metrics, health); never on a public listener.
+    pub admin: Option<SocketAddr>,
+    /// Peers whose `X-Forwarded-For` (and `X-Request-Id`) is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// How long requests in flight may take to finish on shutdown.
+    pub shutdown_timeout: Duration,
+    /// A tracing filter (`info`, `gatekeeper=debug,info`); `RUST_LOG` wins.
+    pub log_level: String,
 }
 
 /// Paths as written in the file, resolved against the config file's directory.

@@ -13,7 +13,14 @@ type S<T> = Option<Spanned<T>>;
 pub(super) const TOP: &[&str] = &[
     "server", "tls", "upstream", "limits", "geetest", "captcha", "replay", "route",
 ];
-pub(super) const SERVER: &[&str] = &["https", "http", "trusted_proxies"];
+pub(super) const SERVER: &[&str] = &[
+    "https",
+    "http",
+    "admin",
+    "trusted_proxies",
+    "shutdown_timeout",
+    "log_level",
+];
 pub(super) const TLS: &[&str] = &["cert", "key"];
 pub(super) const UPSTREAM: &[&str] = &["url", "connect_timeout", "timeout"];
 pub(super) const LIMITS: &[&str] = &[
@@ -65,7 +72,10 @@ pub(super) struct RawConfig {
 pub(super) struct RawServer {
     pub https: S<String>,
     pub http: S<String>,
+    pub admin: S<String>,
     pub trusted_proxies: S<Vec<Spanned<String>>>,
+    pub shutdown_timeout: S<String>,
+    pub log_level: S<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -16,6 +16,9 @@ impl Config {
         if let Some(a) = self.server.http {
             listeners.push(format!("http {a} (http/1.1, h2 prior knowledge)"));
         }
+        if let Some(a) = self.server.admin {
+            listeners.push(format!("admin {a} (metrics, health)"));
+        }
         let _ = writeln!(out, "listeners: {}", listeners.join(", "));
         if !self.server.trusted_proxies.is_empty() {
             let nets: Vec<String> = self
@@ -56,6 +59,7 @@ impl Config {
             d(self.replay.ttl),
             self.replay.max_entries
         );
+        let _ = writeln!(out, "config hash: {}", self.hash);
         let _ = writeln!(out, "routes ({}):", self.routes.len());
         for r in &self.routes {
             let methods: Vec<&str> = r.methods.iter().map(http::Method::as_str).collect();

@@ -10,7 +10,6 @@ mod app;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -72,7 +71,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         "  curl -s -X POST {http}/_sim/mint?captcha_id={DEMO_CAPTCHA_ID} \\\n    | python3 -c 'import json,sys,urllib.parse; print(urllib.parse.urlencode(json.load(sys.stdin)))' \\\n    | curl -s {http}/login --data-binary @- --data 'user=alice' -H 'content-type: application/x-www-form-urlencoded'\n"
     );
     println!("Ctrl-C stops the demo.");
-    server.run_until_signal(Duration::from_secs(5)).await;
+    server.run_until_signal().await;
     Ok(())
 }
 

@@ -21,16 +21,29 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tracing::{info, warn};
 
-use crate::config::{Captcha, Config, OnError, ReplayStoreKind, Route};
-use crate::geetest::{ValidateClient, ValidateError, Verdict};
+use crate::config::{Captcha, Config, OnError, Route};
+use crate::geetest::{ValidateClient, Verdict};
+use crate::metrics::{KindLabels, Metrics};
 use crate::proxy::ProxyBody;
 use crate::proxy::body::full;
 use crate::proxy::headers::X_GATEKEEPER_CAPTCHA;
-use crate::replay::{
-    Claim, FallbackStore, LotKey, LotState, MemoryStore, RedisStore, ReplayStore, StoreError,
-};
+use crate::replay::{Claim, LotKey, LotState, ReplayStore, StoreError};
 use fields::{FieldError, body_format, check_shapes, extract};
 pub use reject::Rejection;
+
+/// What a decision learned along the way, for its log line.
+#[derive(Debug, Default)]
+struct Seen {
+    lot_number: Option<String>,
+    validate_ms: Option<u64>,
+}
+
+/// An admitted request's stripped body and query, and the verdict to mark it with.
+struct Admitted {
+    body: Bytes,
+    query: Option<String>,
+    verdict: &'static str,
+}
 
 /// How far in the future a gen_time may be (clock skew between GeeTest and us).
 const MAX_FUTURE_SKEW: Duration = Duration::from_secs(60);
@@ -39,35 +52,18 @@ const MAX_FUTURE_SKEW: Duration = Duration::from_secs(60);
 pub struct Gate {
     validate: ValidateClient,
     store: Arc<dyn ReplayStore>,
+    metrics: Arc<Metrics>,
     max_body: u64,
     body_timeout: Duration,
     max_token_age: Duration,
 }
 
 impl Gate {
-    pub fn new(config: &Config) -> Result<Self, String> {
-        let replay = &config.replay;
-        let local = MemoryStore::new(replay.ttl, replay.max_entries);
-        local.spawn_sweeper(Duration::from_secs(10));
-        let store: Arc<dyn ReplayStore> = match &replay.store {
-            ReplayStoreKind::Memory => local,
-            ReplayStoreKind::Redis { url } => {
-                let shared = RedisStore::new(url, &replay.key_prefix, replay.ttl, replay.timeout)
-                    .map_err(|e| format!("replay store: {e}"))?;
-                Arc::new(FallbackStore::new(
-                    Arc::new(shared),
-                    local,
-                    replay.on_store_error,
-                ))
-            }
-        };
-        Ok(Self::with_store(config, store))
-    }
-
-    pub fn with_store(config: &Config, store: Arc<dyn ReplayStore>) -> Self {
+    pub fn new(config: &Config, store: Arc<dyn ReplayStore>, metrics: Arc<Metrics>) -> Self {
         Self {
             validate: ValidateClient::new(&config.geetest.api_server, config.geetest.timeout),
             store,
+            metrics,
             max_body: config.limits.max_body,
             // A gated body is read whole before anything is forwarded; the
             // same bound as for the request head keeps a slow client from
@@ -78,7 +74,7 @@ impl Gate {
     }
 
     /// Admits the request (stripped of the captcha fields and marked) or
-    /// answers the refusal.
+    /// answers the refusal. Every decision is logged and counted once, here.
     pub async fn admit(
         &self,
         route: &Route,
@@ -86,8 +82,24 @@ impl Gate {
         client: IpAddr,
     ) -> Result<Request<ProxyBody>, Response<ProxyBody>> {
         let (parts, body) = req.into_parts();
-        match self.decide(route, &parts, body, client).await {
-            Ok((body, query, verdict)) => Ok(forwardable(parts, body, query, verdict)),
+        let mut seen = Seen::default();
+        let decision = self.decide(route, &parts, body, &mut seen).await;
+        let (outcome, reason) = match &decision {
+            Ok(admitted) => (admitted.verdict, ""),
+            Err(rejection) => (rejection.code, rejection.reason.as_str()),
+        };
+        self.metrics.decision(&route.origin, outcome);
+        info!(
+            route = %route.origin,
+            client = %client,
+            lot_number = seen.lot_number.as_deref().unwrap_or("-"),
+            outcome,
+            reason,
+            validate_ms = seen.validate_ms,
+            "captcha decision"
+        );
+        match decision {
+            Ok(admitted) => Ok(forwardable(parts, admitted)),
             Err(rejection) => Err(rejection.into_response(
                 &parts.method,
                 &parts.headers,
@@ -101,8 +113,8 @@ impl Gate {
         route: &Route,
         parts: &Parts,
         body: Incoming,
-        client: IpAddr,
-    ) -> Result<(Bytes, Option<String>, &'static str), Rejection> {
+        seen: &mut Seen,
+    ) -> Result<Admitted, Rejection> {
         let body = self.read_body(parts, body).await?;
         let format = body_format(parts.headers.get(CONTENT_TYPE), body.is_empty())
             .map_err(field_rejection)?;
@@ -114,8 +126,9 @@ impl Gate {
         } = extract(parts.uri.query(), &format, body)
             .await
             .map_err(field_rejection)?;
-        let proof = &proof;
-        check_shapes(proof, captcha_id.as_deref()).map_err(field_rejection)?;
+        check_shapes(&proof, captcha_id.as_deref()).map_err(field_rejection)?;
+        // Shape-checked, so safe to log: it is the proof's public serial number.
+        seen.lot_number = Some(proof.lot_number.clone());
         let captcha = select_captcha(route, captcha_id.as_deref())?;
         self.check_age(&proof.gen_time)?;
         let lot = LotKey::from_hex(&proof.lot_number).ok_or_else(|| {
@@ -126,23 +139,9 @@ impl Gate {
             )
         })?;
 
-        let log = |outcome: &str, reason: &str, validate_ms: Option<u64>| {
-            info!(
-                route = %route.origin,
-                client = %client,
-                lot_number = %proof.lot_number,
-                captcha = %captcha.name,
-                outcome,
-                reason,
-                validate_ms,
-                "captcha decision"
-            );
-        };
-
         match self.store.claim(lot).await {
             Ok(Claim::Fresh) => {}
             Ok(Claim::Seen(state)) => {
-                log("captcha_replayed", state.describe(), None);
                 return Err(Rejection::new(
                     StatusCode::FORBIDDEN,
                     "captcha_replayed",
@@ -150,10 +149,7 @@ impl Gate {
                 ));
             }
             Err(e) => {
-                if matches!(e, StoreError::Full(_)) {
-                    warn!(error = %e, "replay store full: refusing new proofs until entries expire");
-                }
-                log("captcha_unavailable", "replay store unavailable", None);
+                warn!(error = %e, full = matches!(e, StoreError::Full(_)), "replay store cannot take a claim");
                 return Err(unavailable("verification is temporarily unavailable"));
             }
         }
@@ -161,78 +157,63 @@ impl Gate {
         let started = Instant::now();
         let answer = self
             .validate
-            .validate(&captcha.id, &captcha.key, proof)
+            .validate(&captcha.id, &captcha.key, &proof)
             .await;
-        let validate_ms = Some(started.elapsed().as_millis() as u64);
-        // A failed record only weakens replay memory for this lot; the decision stands.
-        let record = |state| async move {
-            if let Err(e) = self.store.record(lot, state).await {
-                warn!(error = %e, "could not record captcha outcome");
-            }
+        Metrics::observe(&self.metrics.validate_seconds, started.elapsed());
+        seen.validate_ms = Some(started.elapsed().as_millis() as u64);
+        let admitted = |verdict| Admitted {
+            body,
+            query,
+            verdict,
         };
-        match answer {
-            Ok(Verdict::Pass { .. }) => {
-                record(LotState::Passed).await;
-                log("pass", "", validate_ms);
-                Ok((body, query, "pass"))
-            }
-            Ok(Verdict::Fail { reason }) => {
-                record(LotState::Failed).await;
-                log("captcha_failed", &reason, validate_ms);
+        let (state, result) = match answer {
+            Ok(Verdict::Pass { .. }) => (LotState::Passed, Ok(admitted("pass"))),
+            Ok(Verdict::Fail { reason }) => (
+                LotState::Failed,
                 Err(Rejection::new(
                     StatusCode::FORBIDDEN,
                     "captcha_failed",
                     reason,
-                ))
-            }
+                )),
+            ),
             Ok(Verdict::Error { code, msg }) => {
                 // A malformed request, possibly attacker-made: a deny, never fail-open.
-                record(LotState::Failed).await;
                 warn!(route = %route.origin, code = %code, msg = %msg, "GeeTest refused the validate request");
-                log("captcha_rejected", &msg, validate_ms);
-                Err(Rejection::new(
-                    StatusCode::FORBIDDEN,
-                    "captcha_rejected",
-                    format!("GeeTest error {code}: {msg}"),
-                ))
+                let reason = format!("GeeTest error {code}: {msg}");
+                (
+                    LotState::Failed,
+                    Err(Rejection::new(
+                        StatusCode::FORBIDDEN,
+                        "captcha_rejected",
+                        reason,
+                    )),
+                )
             }
             Err(e) => {
-                self.outage(route, lot, e, (body, query), &log, validate_ms)
-                    .await
-            }
-        }
-    }
-
-    /// GeeTest could not be reached: the route's `on_error` decides.
-    async fn outage(
-        &self,
-        route: &Route,
-        lot: LotKey,
-        error: ValidateError,
-        (body, query): (Bytes, Option<String>),
-        log: &(dyn Fn(&str, &str, Option<u64>) + Sync),
-        validate_ms: Option<u64>,
-    ) -> Result<(Bytes, Option<String>, &'static str), Rejection> {
-        warn!(route = %route.origin, error = %error, "GeeTest validate API unreachable");
-        match route.on_error {
-            OnError::Allow => {
-                if let Err(e) = self.store.record(lot, LotState::FailOpen).await {
-                    warn!(error = %e, "could not record captcha outcome");
+                self.metrics
+                    .validate_failures
+                    .get_or_create(&KindLabels { kind: e.kind() })
+                    .inc();
+                warn!(route = %route.origin, error = %e, "GeeTest validate API unreachable");
+                match route.on_error {
+                    OnError::Allow => (LotState::FailOpen, Ok(admitted("fail-open"))),
+                    OnError::Deny => {
+                        // The proof was never judged: let the person retry it.
+                        if let Err(e) = self.store.release(lot).await {
+                            warn!(error = %e, "could not release captcha claim");
+                        }
+                        return Err(unavailable(
+                            "captcha verification is unavailable, please retry",
+                        ));
+                    }
                 }
-                log("fail-open", "GeeTest unreachable", validate_ms);
-                Ok((body, query, "fail-open"))
             }
-            OnError::Deny => {
-                // The proof was never judged: let the person retry it.
-                if let Err(e) = self.store.release(lot).await {
-                    warn!(error = %e, "could not release captcha claim");
-                }
-                log("captcha_unavailable", "GeeTest unreachable", validate_ms);
-                Err(unavailable(
-                    "captcha verification is unavailable, please retry",
-                ))
-            }
+        };
+        // A failed record only weakens replay memory for this lot; the decision stands.
+        if let Err(e) = self.store.record(lot, state).await {
+            warn!(error = %e, "could not record captcha outcome");
         }
+        result
     }
 
     /// Reads the whole body, refusing beyond `max_body` (413) or `body_timeout` (408).
@@ -344,9 +325,11 @@ fn unavailable(reason: &str) -> Rejection {
 /// The request as the upstream will see it: fields gone, length recomputed.
 fn forwardable(
     mut parts: Parts,
-    body: Bytes,
-    query: Option<String>,
-    verdict: &'static str,
+    Admitted {
+        body,
+        query,
+        verdict,
+    }: Admitted,
 ) -> Request<ProxyBody> {
     if parts.uri.query().is_some() {
         let path = parts.uri.path();

@@ -33,6 +33,18 @@ pub enum ValidateError {
     Unparsable(String),
 }
 
+impl ValidateError {
+    /// A fixed word for metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Transport(_) => "transport",
+            Self::Status(_) => "status",
+            Self::Unparsable(_) => "unparsable",
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct ValidateClient {
     inner: Arc<Inner>,

@@ -10,18 +10,22 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::body::ProxyBody;
 use super::headers::X_GATEKEEPER_CAPTCHA;
-use super::headers::forwarding::{client_addr, set_forwarding_headers};
+use super::headers::forwarding::{client_addr, is_trusted, set_forwarding_headers};
 use super::headers::framing::{FramingError, check_request, is_websocket_upgrade};
 use super::headers::hop::strip_hop_by_hop;
 use super::response::{closing_error, json_error};
 use super::upstream::{Upstream, UpstreamError};
 use crate::config::{Config, Route};
 use crate::gate::Gate;
+use crate::metrics::{KindLabels, Metrics};
 use crate::routing::RouteTable;
+
+/// Passed upstream and logged with every line of the request.
+pub const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// What the connection knows about where a request came from.
 #[derive(Debug, Clone, Copy)]
@@ -38,59 +42,96 @@ pub struct Proxy {
     upstream: Upstream,
     gate: Gate,
     trusted_proxies: Vec<IpNet>,
+    metrics: Arc<Metrics>,
+}
+
+/// What one request's log line and metrics need to know.
+#[derive(Default)]
+struct Trace<'a> {
+    route: Option<&'a str>,
+    upstream_ms: Option<u64>,
 }
 
 impl Proxy {
-    pub fn new(config: &Config, gate: Gate) -> Self {
+    pub fn new(config: &Config, gate: Gate, metrics: Arc<Metrics>) -> Self {
         Self {
             routes: RouteTable::new(config.routes.clone()),
             upstream: Upstream::new(&config.upstream, config.limits.idle_timeout),
             gate,
             trusted_proxies: config.server.trusted_proxies.clone(),
+            metrics,
         }
-    }
-
-    pub fn gate(&self) -> &Gate {
-        &self.gate
     }
 
     /// Answers one request; never fails (every failure is an HTTP answer).
     /// `wire` is the verdict on the request's raw HTTP/1 head, if inspected.
     pub async fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         conn: ConnInfo,
         wire: Option<Result<(), FramingError>>,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
-        let method = req.method().clone();
-        let path = req.uri().path().to_owned();
-        let mut upstream_ms = None;
-        let resp = match wire
-            .unwrap_or(Ok(()))
-            .and_then(|()| check_request(req.method(), req.headers()))
-        {
-            Ok(()) => self.route_and_forward(req, conn, &mut upstream_ms).await,
-            Err(e) => closing_error(StatusCode::BAD_REQUEST, "bad_request", e.0),
-        };
-        // The query is never logged: GeeTest's own demos put the proof there.
-        info!(
-            method = %method,
-            path = %path,
-            status = resp.status().as_u16(),
-            upstream_ms,
-            total_ms = started.elapsed().as_millis() as u64,
-            peer = %conn.peer.ip(),
-            "request"
-        );
-        resp
+        let request_id = self.request_id(&req, conn);
+        // The upstream gets the same id the logs carry.
+        req.headers_mut().insert(X_REQUEST_ID, request_id.clone());
+        let span = info_span!("request", id = %request_id.to_str().unwrap_or("-"));
+        async move {
+            let method = req.method().clone();
+            let path = req.uri().path().to_owned();
+            let mut trace = Trace::default();
+            let resp = match wire
+                .unwrap_or(Ok(()))
+                .and_then(|()| check_request(req.method(), req.headers()))
+            {
+                Ok(()) => self.route_and_forward(req, conn, &mut trace).await,
+                Err(e) => closing_error(StatusCode::BAD_REQUEST, "bad_request", e.0),
+            };
+            let status = resp.status().as_u16();
+            self.metrics.request(trace.route, &method, status);
+            // The query is never logged: GeeTest's own demos put the proof there.
+            info!(
+                method = %method,
+                path = %path,
+                status,
+                route = trace.route.unwrap_or("-"),
+                upstream_ms = trace.upstream_ms,
+                total_ms = started.elapsed().as_millis() as u64,
+                peer = %conn.peer.ip(),
+                "request"
+            );
+            resp
+        }
+        .instrument(span)
+        .await
     }
 
-    async fn route_and_forward(
-        &self,
+    /// A trusted proxy's `X-Request-Id` is kept (if it is a sane token);
+    /// otherwise a new one is made.
+    fn request_id<B>(&self, req: &Request<B>, conn: ConnInfo) -> HeaderValue {
+        let trusted = is_trusted(conn.peer.ip(), &self.trusted_proxies);
+        let given = req.headers().get(&X_REQUEST_ID).filter(|v| {
+            trusted
+                && (1..=128).contains(&v.len())
+                && v.as_bytes()
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        });
+        match given {
+            Some(v) => v.clone(),
+            None => {
+                let id: [u8; 16] = rand::random();
+                HeaderValue::from_str(&hex::encode(id))
+                    .unwrap_or_else(|_| HeaderValue::from_static("-"))
+            }
+        }
+    }
+
+    async fn route_and_forward<'s>(
+        &'s self,
         mut req: Request<Incoming>,
         conn: ConnInfo,
-        upstream_ms: &mut Option<u64>,
+        trace: &mut Trace<'s>,
     ) -> Response<ProxyBody> {
         let authority = match request_authority(&req) {
             Ok(a) => a,
@@ -98,6 +139,7 @@ impl Proxy {
         };
         let host = authority.as_ref().map(Authority::host);
         let route = self.routes.find(host, req.uri().path(), req.method());
+        trace.route = route.map(|r| r.origin.as_str());
 
         // Only gatekeeper states this header, on every route.
         req.headers_mut().remove(X_GATEKEEPER_CAPTCHA);
@@ -118,10 +160,17 @@ impl Proxy {
         self.rewrite_request_headers(&mut req, conn, authority.as_ref(), websocket);
         let upstream_started = Instant::now();
         let result = self.upstream.send(req).await;
-        *upstream_ms = Some(upstream_started.elapsed().as_millis() as u64);
+        Metrics::observe(&self.metrics.upstream_seconds, upstream_started.elapsed());
+        trace.upstream_ms = Some(upstream_started.elapsed().as_millis() as u64);
         let mut resp = match result {
             Ok(resp) => resp,
-            Err(e) => return upstream_failure(e, route),
+            Err(e) => {
+                self.metrics
+                    .upstream_errors
+                    .get_or_create(&KindLabels { kind: e.kind() })
+                    .inc();
+                return upstream_failure(e, route);
+            }
         };
 
         if let Some(client_upgrade) =

@@ -23,6 +23,16 @@ pub enum UpstreamError {
     Unreachable(#[source] hyper_util::client::legacy::Error),
 }
 
+impl UpstreamError {
+    /// A fixed word for metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Timeout(_) => "timeout",
+            Self::Unreachable(_) => "unreachable",
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, ProxyBody>,

@@ -7,8 +7,8 @@
 //! the error reaches the gate, which answers 503 `captcha_unavailable`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
+use prometheus_client::metrics::counter::Counter;
 use tracing::warn;
 
 use super::{BoxFuture, Claim, LotKey, LotState, MemoryStore, ReplayStore, StoreError};
@@ -24,7 +24,8 @@ pub struct FallbackStore {
     shared: Arc<dyn ReplayStore>,
     local: Arc<MemoryStore>,
     policy: OnStoreError,
-    errors: AtomicU64,
+    /// Shared-store failures (the `gatekeeper_replay_store_errors_total` metric).
+    errors: Counter,
 }
 
 impl FallbackStore {
@@ -32,23 +33,24 @@ impl FallbackStore {
         shared: Arc<dyn ReplayStore>,
         local: Arc<MemoryStore>,
         policy: OnStoreError,
+        errors: Counter,
     ) -> Self {
         Self {
             shared,
             local,
             policy,
-            errors: AtomicU64::new(0),
+            errors,
         }
     }
 
     /// Operations the shared store failed, since start.
     pub fn errors(&self) -> u64 {
-        self.errors.load(Ordering::Relaxed)
+        self.errors.get()
     }
 
     /// Counts and logs a shared-store failure, and says whether to go on locally.
     fn fall_back(&self, op: &'static str, e: &StoreError) -> bool {
-        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.errors.inc();
         let local = self.policy == OnStoreError::Local;
         warn!(op, error = %e, fallback = if local { "local" } else { "deny" }, "replay store unavailable");
         local

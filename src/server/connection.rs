@@ -27,8 +27,9 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use super::inspect::{Inspected, Verdicts};
-use crate::config::Limits;
-use crate::proxy::{ConnInfo, Proxy, ProxyBody};
+use super::{Live, Shared};
+use crate::metrics::ConnectionLabels;
+use crate::proxy::{ConnInfo, ProxyBody};
 
 /// Which protocol to speak, decided before the first byte is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,12 +54,30 @@ pub async fn serve<I>(
     io: I,
     protocol: Protocol,
     info: ConnInfo,
-    proxy: Arc<Proxy>,
-    limits: Limits,
+    live: Live,
+    shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let limits = live.load().config.limits.clone();
+    let labels = ConnectionLabels {
+        listener: info.scheme,
+        protocol: match protocol {
+            Protocol::Http1 => "http/1.1",
+            Protocol::Http2 => "h2",
+            Protocol::Cleartext => "http/1.1 or h2c",
+        },
+    };
+    let open = shared.metrics.open_connections.get_or_create_owned(&labels);
+    open.inc();
+    struct Closed(prometheus_client::metrics::gauge::Gauge);
+    impl Drop for Closed {
+        fn drop(&mut self) {
+            self.0.dec();
+        }
+    }
+    let _closed = Closed(open);
     let activity = Arc::new(Activity::new());
     // HTTP/1 request heads are checked raw (see `inspect`); HTTP/2 frames its own.
     let verdicts = Verdicts::default();
@@ -66,7 +85,8 @@ pub async fn serve<I>(
     let service = {
         let activity = activity.clone();
         service_fn(move |req: Request<Incoming>| {
-            let proxy = proxy.clone();
+            // Each request runs on the configuration of the moment it arrived.
+            let proxy = live.load().proxy.clone();
             let guard = InFlight::begin(activity.clone());
             let wire = (req.version() < http::Version::HTTP_2)
                 .then(|| verdicts.next())

@@ -1,227 +1,312 @@
-//! Listeners: accept, bound, hand each connection to `connection::serve`.
+//! Listeners and the lifetime of a running gatekeeper: start, reload, drain.
 //!
-//! `max_connections` is one semaphore over all public listeners; a permit is
-//! taken before `accept`, so excess clients wait in the kernel's backlog
-//! instead of costing memory here.
+//! What lives as long as the process (metrics, the replay store, readiness) is
+//! in [`Shared`]. What a reload replaces (config, proxy, TLS certificate) is a
+//! [`Generation`] behind an `ArcSwap`: each new connection and each new request
+//! reads the current one, and a request in flight keeps the one it started
+//! with. `max_connections` is one semaphore over the public listeners; a
+//! permit is taken before `accept`, so excess clients wait in the kernel's
+//! backlog instead of costing memory here.
 
+mod admin;
 pub mod connection;
 mod inspect;
+mod listener;
 pub mod tls;
+mod watch_certs;
 
-use std::io;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use arc_swap::ArcSwap;
 use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info, warn};
+use tracing::{error, info, warn};
 
-use crate::config::{Config, Limits};
+use crate::config::{Config, ReplayStoreKind};
 use crate::gate::Gate;
-use crate::proxy::{ConnInfo, Proxy};
-use connection::Protocol;
+use crate::metrics::{Metrics, ResultLabels};
+use crate::proxy::Proxy;
+use crate::replay::{FallbackStore, MemoryStore, RedisStore, ReplayStore};
+use listener::{Listener, Role};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("TLS: {0}")]
     Tls(String),
     #[error("{0}")]
-    Gate(String),
+    Store(String),
 }
 
-/// A started gatekeeper: its bound addresses and a handle to stop it.
+/// State kept for the life of the process, across reloads.
+#[derive(Debug)]
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    pub store: Arc<dyn ReplayStore>,
+    /// This instance's memory store (the store itself, or Redis's fallback).
+    pub local_store: Arc<MemoryStore>,
+    ready: AtomicBool,
+}
+
+impl Shared {
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// Everything one loaded configuration decides.
+#[derive(Debug)]
+pub struct Generation {
+    pub config: Arc<Config>,
+    pub proxy: Arc<Proxy>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+pub type Live = Arc<ArcSwap<Generation>>;
+
+/// A started gatekeeper: its bound addresses and handles to reload or stop it.
 #[derive(Debug)]
 pub struct RunningServer {
     pub https_addr: Option<SocketAddr>,
     pub http_addr: Option<SocketAddr>,
-    shutdown: watch::Sender<bool>,
-    tasks: JoinSet<()>,
+    pub admin_addr: Option<SocketAddr>,
+    live: Live,
+    shared: Arc<Shared>,
+    listeners: HashMap<Role, Listener>,
+    /// Tells every connection to finish and close (shutdown).
+    drain: watch::Sender<bool>,
     connections: Arc<Semaphore>,
     max_connections: u32,
+    cert_watch: tokio::task::JoinHandle<()>,
+}
+
+fn build_store(
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<(Arc<dyn ReplayStore>, Arc<MemoryStore>), StartError> {
+    let replay = &config.replay;
+    let local = MemoryStore::new(replay.ttl, replay.max_entries);
+    local.spawn_sweeper(Duration::from_secs(10));
+    let store: Arc<dyn ReplayStore> = match &replay.store {
+        ReplayStoreKind::Memory => local.clone(),
+        ReplayStoreKind::Redis { url } => {
+            let shared = RedisStore::new(url, &replay.key_prefix, replay.ttl, replay.timeout)
+                .map_err(|e| StartError::Store(format!("replay store: {e}")))?;
+            Arc::new(FallbackStore::new(
+                Arc::new(shared),
+                local.clone(),
+                replay.on_store_error,
+                metrics.replay_store_errors.clone(),
+            ))
+        }
+    };
+    Ok((store, local))
+}
+
+fn generation(config: Config, shared: &Shared) -> Result<Generation, StartError> {
+    let tls = match &config.tls {
+        Some(files) => Some(tls::server_config(&files.cert, &files.key).map_err(StartError::Tls)?),
+        None => None,
+    };
+    let gate = Gate::new(&config, shared.store.clone(), shared.metrics.clone());
+    let proxy = Arc::new(Proxy::new(&config, gate, shared.metrics.clone()));
+    Ok(Generation {
+        config: Arc::new(config),
+        proxy,
+        tls,
+    })
+}
+
+/// Binds every listener in `config` and starts serving.
+pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    let metrics = Arc::new(Metrics::new());
+    let (store, local_store) = build_store(&config, &metrics)?;
+    let shared = Arc::new(Shared {
+        metrics,
+        store,
+        local_store,
+        ready: AtomicBool::new(false),
+    });
+    let max_connections = u32::try_from(config.limits.max_connections).unwrap_or(u32::MAX);
+    let generation = generation(config, &shared)?;
+    shared.metrics.set_config_hash(&generation.config.hash);
+    let live: Live = Arc::new(ArcSwap::from_pointee(generation));
+    let (drain, _) = watch::channel(false);
+    let mut server = RunningServer {
+        https_addr: None,
+        http_addr: None,
+        admin_addr: None,
+        cert_watch: watch_certs::spawn(live.clone()),
+        live,
+        shared,
+        listeners: HashMap::new(),
+        drain,
+        connections: Arc::new(Semaphore::new(max_connections as usize)),
+        max_connections,
+    };
+    server.bind_listeners().await?;
+    server.shared.ready.store(true, Ordering::Release);
+    let config = server.live.load().config.clone();
+    info!(upstream = %config.upstream.url, routes = config.routes.len(), hash = %config.hash, "gatekeeper started");
+    Ok(server)
 }
 
 impl RunningServer {
-    /// Stops accepting, closes idle connections, lets requests in flight
-    /// finish for at most `grace`, then returns.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Makes the listeners match the current generation's addresses: new or
+    /// moved ones are bound (all before any old one is stopped, so a failed
+    /// bind changes nothing), unchanged ones are kept open.
+    async fn bind_listeners(&mut self) -> Result<(), StartError> {
+        let config = self.live.load().config.clone();
+        let wanted = [
+            (Role::Https, config.server.https),
+            (Role::Http, config.server.http),
+            (Role::Admin, config.server.admin),
+        ];
+        let mut started = Vec::new();
+        for (role, addr) in wanted {
+            if self.listeners.get(&role).map(|l| l.configured) == addr {
+                continue;
+            }
+            let new = match addr {
+                Some(addr) => {
+                    let ctx = listener::Context {
+                        live: self.live.clone(),
+                        shared: self.shared.clone(),
+                        connections: self.connections.clone(),
+                        drain: self.drain.subscribe(),
+                    };
+                    Some(Listener::bind(role, addr, ctx).await?)
+                }
+                None => None,
+            };
+            started.push((role, new));
+        }
+        for (role, new) in started {
+            if let Some(old) = self.listeners.remove(&role) {
+                old.stop();
+            }
+            if let Some(new) = new {
+                self.listeners.insert(role, new);
+            }
+        }
+        self.https_addr = self.listeners.get(&Role::Https).map(|l| l.bound);
+        self.http_addr = self.listeners.get(&Role::Http).map(|l| l.bound);
+        self.admin_addr = self.listeners.get(&Role::Admin).map(|l| l.bound);
+        Ok(())
+    }
+
+    /// Re-reads the configuration file and the certificate files. A bad file
+    /// leaves everything as it was; the error names file and line.
+    pub async fn reload(&mut self) -> Result<(), String> {
+        let result = self.try_reload().await;
+        let outcome = if result.is_ok() { "success" } else { "failure" };
+        self.shared
+            .metrics
+            .reloads
+            .get_or_create(&ResultLabels { result: outcome })
+            .inc();
+        match &result {
+            Ok(()) => info!(hash = %self.live.load().config.hash, "configuration reloaded"),
+            Err(e) => {
+                error!("configuration reload failed, keeping the running configuration:\n{e}")
+            }
+        }
+        result
+    }
+
+    async fn try_reload(&mut self) -> Result<(), String> {
+        let current = self.live.load_full();
+        let config = crate::config::load_file(&current.config.source).map_err(|e| e.to_string())?;
+        let old = &current.config;
+        if config.replay.store != old.replay.store
+            || config.replay.max_entries != old.replay.max_entries
+            || config.replay.ttl != old.replay.ttl
+            || config.replay.key_prefix != old.replay.key_prefix
+        {
+            warn!("[replay] changes take effect at the next restart");
+        }
+        if config.limits.max_connections != old.limits.max_connections {
+            warn!("limits.max_connections takes effect at the next restart");
+        }
+        let next = generation(config, &self.shared).map_err(|e| e.to_string())?;
+        let hash = next.config.hash.clone();
+        let previous = self.live.swap(Arc::new(next));
+        if let Err(e) = self.bind_listeners().await {
+            // Put the old generation back: its listeners are all still open.
+            self.live.store(previous);
+            return Err(e.to_string());
+        }
+        self.shared.metrics.set_config_hash(&hash);
+        Ok(())
+    }
+
+    /// Stops accepting, answers 503 on /readyz, closes idle connections
+    /// (HTTP/2 gets GOAWAY), and lets requests in flight finish for at most
+    /// `grace` before returning.
     pub async fn shutdown(mut self, grace: Duration) {
-        let _ = self.shutdown.send(true);
-        while self.tasks.join_next().await.is_some() {}
+        self.shared.ready.store(false, Ordering::Release);
+        for role in [Role::Https, Role::Http] {
+            if let Some(l) = self.listeners.remove(&role) {
+                l.stop();
+            }
+        }
+        let _ = self.drain.send(true);
         let drained =
             tokio::time::timeout(grace, self.connections.acquire_many(self.max_connections)).await;
         if drained.is_err() {
-            warn!("shutdown grace period ended with connections still open");
+            warn!("shutdown grace period ended with requests still in flight");
+        }
+        self.cert_watch.abort();
+        for (_, l) in self.listeners.drain() {
+            l.stop();
         }
     }
 
-    /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
-    pub async fn run_until_signal(self, grace: Duration) {
-        wait_for_signal().await;
-        info!("shutting down");
+    /// Serves until SIGINT or SIGTERM (SIGHUP reloads), then drains for
+    /// `server.shutdown_timeout`.
+    pub async fn run_until_signal(mut self) {
+        wait_for_signals(&mut self).await;
+        let grace = self.live.load().config.server.shutdown_timeout;
+        info!(grace = ?grace, "shutting down: draining connections");
         self.shutdown(grace).await;
+        info!("stopped");
     }
 }
 
 #[cfg(unix)]
-async fn wait_for_signal() {
+async fn wait_for_signals(server: &mut RunningServer) {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading the configuration");
+                let _ = server.reload().await;
             }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal() {
+async fn wait_for_signals(_: &mut RunningServer) {
     let _ = tokio::signal::ctrl_c().await;
-}
-
-/// Binds every listener in `config` and starts serving.
-pub async fn start(config: Config) -> Result<RunningServer, StartError> {
-    let tls = match &config.tls {
-        Some(files) => Some(tls::server_config(&files.cert, &files.key).map_err(StartError::Tls)?),
-        None => None,
-    };
-    let gate = Gate::new(&config).map_err(StartError::Gate)?;
-    let proxy = Arc::new(Proxy::new(&config, gate));
-    let max_connections = u32::try_from(config.limits.max_connections).unwrap_or(u32::MAX);
-    let connections = Arc::new(Semaphore::new(max_connections as usize));
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let mut tasks = JoinSet::new();
-
-    let mut https_addr = None;
-    if let (Some(addr), Some(tls)) = (config.server.https, tls) {
-        let listener = bind(addr).await?;
-        https_addr = Some(
-            listener
-                .local_addr()
-                .map_err(|source| StartError::Bind { addr, source })?,
-        );
-        info!(addr = %https_addr.unwrap_or(addr), "listening (https: h2, http/1.1)");
-        let ctx = AcceptContext {
-            proxy: proxy.clone(),
-            limits: config.limits.clone(),
-            connections: connections.clone(),
-            shutdown: shutdown_rx.clone(),
-        };
-        tasks.spawn(accept_loop(listener, Some(TlsAcceptor::from(tls)), ctx));
-    }
-    let mut http_addr = None;
-    if let Some(addr) = config.server.http {
-        let listener = bind(addr).await?;
-        http_addr = Some(
-            listener
-                .local_addr()
-                .map_err(|source| StartError::Bind { addr, source })?,
-        );
-        info!(addr = %http_addr.unwrap_or(addr), "listening (http: http/1.1, h2 prior knowledge)");
-        let ctx = AcceptContext {
-            proxy,
-            limits: config.limits.clone(),
-            connections: connections.clone(),
-            shutdown: shutdown_rx,
-        };
-        tasks.spawn(accept_loop(listener, None, ctx));
-    }
-    info!(upstream = %config.upstream.url, routes = config.routes.len(), "gatekeeper started");
-    Ok(RunningServer {
-        https_addr,
-        http_addr,
-        shutdown,
-        tasks,
-        connections,
-        max_connections,
-    })
-}
-
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
-}
-
-struct AcceptContext {
-    proxy: Arc<Proxy>,
-    limits: Limits,
-    connections: Arc<Semaphore>,
-    shutdown: watch::Receiver<bool>,
-}
-
-async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, mut ctx: AcceptContext) {
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    loop {
-        let permit = tokio::select! {
-            permit = ctx.connections.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = ctx.shutdown.changed() => return,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: back off rather than spin.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = ctx.shutdown.changed() => return,
-        };
-        let _ = stream.set_nodelay(true);
-        let info = ConnInfo { peer, scheme };
-        let proxy = ctx.proxy.clone();
-        let limits = ctx.limits.clone();
-        let shutdown = ctx.shutdown.clone();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            match tls {
-                Some(acceptor) => serve_tls(stream, acceptor, info, proxy, limits, shutdown).await,
-                None => {
-                    connection::serve(stream, Protocol::Cleartext, info, proxy, limits, shutdown)
-                        .await
-                }
-            }
-        });
-    }
-}
-
-async fn serve_tls(
-    stream: TcpStream,
-    acceptor: TlsAcceptor,
-    info: ConnInfo,
-    proxy: Arc<Proxy>,
-    limits: Limits,
-    shutdown: watch::Receiver<bool>,
-) {
-    let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            debug!(peer = %info.peer, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            debug!(peer = %info.peer, "TLS handshake timed out");
-            return;
-        }
-    };
-    // The protocol comes from ALPN, never from sniffing bytes.
-    let protocol = match tls.get_ref().1.alpn_protocol() {
-        Some(b"h2") => Protocol::Http2,
-        _ => Protocol::Http1,
-    };
-    connection::serve(tls, protocol, info, proxy, limits, shutdown).await;
 }

@@ -1,0 +1,155 @@
+//! One listening socket and its accept loop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+
+use super::connection::{self, Protocol};
+use super::{Live, Shared, StartError, admin};
+use crate::proxy::ConnInfo;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Https,
+    Http,
+    Admin,
+}
+
+impl Role {
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Https => "https",
+            Role::Http => "http",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// What an accept loop needs.
+pub struct Context {
+    pub live: Live,
+    pub shared: Arc<Shared>,
+    pub connections: Arc<Semaphore>,
+    pub drain: watch::Receiver<bool>,
+}
+
+#[derive(Debug)]
+pub struct Listener {
+    /// The address as configured (port 0 stays 0), to notice changes.
+    pub configured: SocketAddr,
+    pub bound: SocketAddr,
+    stop: watch::Sender<bool>,
+}
+
+impl Listener {
+    pub async fn bind(role: Role, addr: SocketAddr, ctx: Context) -> Result<Self, StartError> {
+        let tcp = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let bound = tcp
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let (stop, stop_rx) = watch::channel(false);
+        match role {
+            Role::Admin => {
+                info!(addr = %bound, "listening (admin: /metrics, /healthz, /readyz)");
+                tokio::spawn(admin::accept_loop(tcp, ctx.shared, stop_rx));
+            }
+            Role::Https => {
+                info!(addr = %bound, "listening (https: h2, http/1.1)");
+                tokio::spawn(accept_loop(tcp, role, ctx, stop_rx));
+            }
+            Role::Http => {
+                info!(addr = %bound, "listening (http: http/1.1, h2 prior knowledge)");
+                tokio::spawn(accept_loop(tcp, role, ctx, stop_rx));
+            }
+        }
+        Ok(Self {
+            configured: addr,
+            bound,
+            stop,
+        })
+    }
+
+    /// Stops accepting; the socket closes. Open connections are not touched.
+    pub fn stop(self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+async fn accept_loop(tcp: TcpListener, role: Role, ctx: Context, mut stop: watch::Receiver<bool>) {
+    loop {
+        let permit = tokio::select! {
+            permit = ctx.connections.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = stop.changed() => return,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = tcp.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off rather than spin.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let info = ConnInfo {
+            peer,
+            scheme: role.label(),
+        };
+        let (live, shared, drain) = (ctx.live.clone(), ctx.shared.clone(), ctx.drain.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            match role {
+                Role::Https => serve_tls(stream, info, live, shared, drain).await,
+                _ => {
+                    connection::serve(stream, Protocol::Cleartext, info, live, shared, drain).await
+                }
+            }
+        });
+    }
+}
+
+async fn serve_tls(
+    stream: TcpStream,
+    info: ConnInfo,
+    live: Live,
+    shared: Arc<Shared>,
+    drain: watch::Receiver<bool>,
+) {
+    // The certificate of the moment: a renewal applies from the next handshake.
+    let (tls, timeout) = {
+        let generation = live.load();
+        (
+            generation.tls.clone(),
+            generation.config.limits.handshake_timeout,
+        )
+    };
+    let Some(tls) = tls else { return };
+    let failed = |why: &dyn std::fmt::Display| {
+        debug!(peer = %info.peer, error = %why, "TLS handshake failed");
+        shared.metrics.tls_handshake_failures.inc();
+    };
+    let tls = match tokio::time::timeout(timeout, TlsAcceptor::from(tls).accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => return failed(&e),
+        Err(_) => return failed(&"timed out"),
+    };
+    // The protocol comes from ALPN, never from sniffing bytes.
+    let protocol = match tls.get_ref().1.alpn_protocol() {
+        Some(b"h2") => Protocol::Http2,
+        _ => Protocol::Http1,
+    };
+    connection::serve(tls, protocol, info, live, shared, drain).await;
+}
