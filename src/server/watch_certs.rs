@@ -19,8 +19,15 @@ fn stamp(path: &std::path::Path) -> Stamp {
 }
 
 pub fn spawn(live: Live) -> tokio::task::JoinHandle<()> {
+    // The baseline is the files as loaded at start, not as at the first poll:
+    // a renewal in the first second must not become the baseline.
+    let mut seen = live
+        .load()
+        .config
+        .tls
+        .as_ref()
+        .map(|f| (f.cert.clone(), stamp(&f.cert), stamp(&f.key)));
     tokio::spawn(async move {
-        let mut seen: Option<(std::path::PathBuf, Stamp, Stamp)> = None;
         loop {
             tokio::time::sleep(POLL).await;
             let generation = live.load_full();

@@ -316,6 +316,7 @@ pub fn config_text_trusting(
 [server]
 https = "127.0.0.1:0"
 http = "127.0.0.1:0"
+admin = "127.0.0.1:0"
 trusted_proxies = ["{trusted}"]
 
 [tls]
@@ -359,6 +360,7 @@ pub struct Env {
     pub server: Option<gatekeeper::server::RunningServer>,
     pub https: SocketAddr,
     pub http: SocketAddr,
+    pub admin: SocketAddr,
 }
 
 impl Env {
@@ -379,7 +381,9 @@ impl Env {
             .expect("gatekeeper starts");
         let https = server.https_addr.expect("https listener");
         let http = server.http_addr.expect("http listener");
+        let admin = server.admin_addr.expect("admin listener");
         Self {
+            admin,
             certs,
             upstream,
             sim,

@@ -1,0 +1,383 @@
+//! Issue 6: operable at the edge. Metrics, readiness, live reload under load,
+//! certificate renewal, graceful shutdown.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use http::StatusCode;
+use http_body_util::{BodyExt, Full};
+
+type Plain = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
+
+fn plain() -> Plain {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
+async fn get(client: &Plain, url: &str) -> Result<(StatusCode, String), String> {
+    let resp = client
+        .get(url.parse().unwrap())
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// The value of one sample line of the exposition, e.g. `name{labels}`.
+fn sample(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_change_as_requests_are_decided() {
+    let env = Env::start("[[route]]\npath = \"/login\"\n").await;
+    let admin = |path: &str| format!("http://{}{path}", env.admin);
+    let c = env.client(false);
+    let before = get(&plain(), &admin("/metrics")).await.unwrap().1;
+    assert_eq!(
+        sample(
+            &before,
+            "gatekeeper_gate_decisions_total{route=\"/login\",outcome=\"pass\"}"
+        ),
+        0.0
+    );
+
+    assert_eq!(
+        c.post_form(&env.https_url("/login"), env.sim.mint(CAPTCHA_ID).form())
+            .await
+            .status,
+        StatusCode::OK
+    );
+    c.post_form(&env.https_url("/login"), "user=a").await;
+    c.get(&env.https_url("/other")).await;
+
+    let (status, after) = get(&plain(), &admin("/metrics")).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        sample(
+            &after,
+            "gatekeeper_gate_decisions_total{route=\"/login\",outcome=\"pass\"}"
+        ),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "gatekeeper_gate_decisions_total{route=\"/login\",outcome=\"captcha_required\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "gatekeeper_requests_total{route=\"/login\",method=\"POST\",status=\"403\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "gatekeeper_requests_total{route=\"-\",method=\"GET\",status=\"200\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&after, "gatekeeper_validate_duration_seconds_count"),
+        1.0
+    );
+    assert_eq!(
+        sample(&after, "gatekeeper_upstream_duration_seconds_count"),
+        2.0
+    );
+    assert_eq!(sample(&after, "gatekeeper_replay_entries"), 1.0);
+    assert!(
+        sample(
+            &after,
+            "gatekeeper_open_connections{listener=\"https\",protocol=\"http/1.1\"}"
+        ) >= 1.0
+    );
+    assert!(after.contains("gatekeeper_config_info{hash=\""), "{after}");
+    assert_eq!(
+        get(&plain(), &admin("/healthz")).await.unwrap().0,
+        StatusCode::OK
+    );
+    // The admin endpoints are not on the public listeners.
+    assert_eq!(
+        c.get(&env.https_url("/metrics")).await.text(),
+        "upstream ok"
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn readyz_flips_during_drain_while_a_slow_request_finishes() {
+    let mut env = Env::start("").await;
+    let readyz = format!("http://{}/readyz", env.admin);
+    assert_eq!(get(&plain(), &readyz).await.unwrap().0, StatusCode::OK);
+
+    let client = Arc::new(env.client(false));
+    let url = env.https_url("/slow/1500");
+    let slow = tokio::spawn(async move { client.get(&url).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let server = env.server.take().unwrap();
+    let draining = tokio::spawn(server.shutdown(Duration::from_secs(10)));
+
+    let mut saw_503 = false;
+    for _ in 0..50 {
+        if let Ok((StatusCode::SERVICE_UNAVAILABLE, _)) = get(&plain(), &readyz).await {
+            saw_503 = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(saw_503, "readyz did not answer 503 while draining");
+    // No new connections once draining.
+    assert!(
+        tokio::net::TcpStream::connect(env.https).await.is_err(),
+        "still accepting"
+    );
+    let answer = slow.await.unwrap();
+    assert_eq!(
+        answer.status,
+        StatusCode::OK,
+        "the request in flight finished"
+    );
+    assert_eq!(answer.text(), "slow ok");
+    draining.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_replaced_certificate_is_served_to_the_next_handshake_without_a_signal() {
+    let env = Env::start("").await;
+    let first = peer_certificate(&env, std::slice::from_ref(&env.certs.cert_der)).await;
+    assert_eq!(first, env.certs.cert_der);
+
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    // Key first, then chain, as a renewal tool writes them.
+    std::fs::write(&env.certs.key_path, signing_key.serialize_pem()).unwrap();
+    std::fs::write(&env.certs.cert_path, cert.pem()).unwrap();
+    let trusted = [env.certs.cert_der.clone(), cert.der().clone()];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let served = peer_certificate(&env, &trusted).await;
+        if served == *cert.der() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.shutdown().await;
+}
+
+async fn peer_certificate(
+    env: &Env,
+    trusted: &[rustls::pki_types::CertificateDer<'static>],
+) -> rustls::pki_types::CertificateDer<'static> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in trusted {
+        roots.add(c.clone()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(env.https).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0]
+        .clone()
+        .into_owned()
+}
+
+/// The binary, on a config file the test can rewrite.
+struct Managed {
+    process: Process,
+    path: std::path::PathBuf,
+    port: u16,
+    _certs: TestCerts,
+}
+
+fn managed(upstream: &Upstream, sim: &Sim, routes: &str) -> Managed {
+    let certs = TestCerts::new();
+    let port = free_port();
+    let path = certs.dir.path().join("gatekeeper.toml");
+    std::fs::write(&path, managed_text(&certs, upstream, sim, port, routes)).unwrap();
+    let process = Process::spawn(&path, port, &[]);
+    Managed {
+        process,
+        path,
+        port,
+        _certs: certs,
+    }
+}
+
+fn managed_text(
+    certs: &TestCerts,
+    upstream: &Upstream,
+    sim: &Sim,
+    port: u16,
+    routes: &str,
+) -> String {
+    config_text(certs, upstream.addr, &sim.url(), routes)
+        .replace(
+            "http = \"127.0.0.1:0\"",
+            &format!("http = \"127.0.0.1:{port}\""),
+        )
+        .replace("[server]\n", "[server]\nshutdown_timeout = \"10s\"\n")
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} failed");
+}
+
+async fn wait_for_log(path: &Path, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .contains(needle)
+    {
+        assert!(Instant::now() < deadline, "log never said {needle:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn sighup_with_a_changed_route_takes_effect_under_keep_alive_load_with_no_failed_request() {
+    let upstream = Upstream::start().await;
+    let sim = Sim::start().await;
+    let m = managed(&upstream, &sim, "[[route]]\npath = \"/login\"\n");
+    let url = format!("http://127.0.0.1:{}/open", m.port);
+    let client = plain();
+    assert_eq!(get(&client, &url).await.unwrap().0, StatusCode::OK);
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (client, url, stop) = (client.clone(), url.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                seen.push(get(&client, &url).await.map(|(s, _)| s));
+            }
+            seen
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let text = std::fs::read_to_string(&m.path).unwrap()
+        + "\n[[route]]\npath = \"/open\"\nmethods = [\"GET\"]\n";
+    std::fs::write(&m.path, text).unwrap();
+    signal(m.process.pid(), "-HUP");
+    wait_for_log(&m.process.log_path, "configuration reloaded").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    let mut total = 0;
+    for task in load {
+        let seen = task.await.unwrap();
+        total += seen.len();
+        for result in &seen {
+            let status = result
+                .as_ref()
+                .expect("no request failed during the reload");
+            assert!(
+                *status == StatusCode::OK || *status == StatusCode::FORBIDDEN,
+                "{status}"
+            );
+        }
+        assert_eq!(
+            seen.last().unwrap().as_ref().unwrap(),
+            &StatusCode::FORBIDDEN,
+            "the new route applies"
+        );
+    }
+    assert!(total > 20, "the load ran ({total} requests)");
+    assert_eq!(get(&client, &url).await.unwrap().0, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn sighup_with_a_broken_file_keeps_serving_the_old_configuration() {
+    let upstream = Upstream::start().await;
+    let sim = Sim::start().await;
+    let m = managed(
+        &upstream,
+        &sim,
+        "[[route]]\npath = \"/login\"\nmethods = [\"GET\"]\n",
+    );
+    let client = plain();
+    let login = format!("http://127.0.0.1:{}/login", m.port);
+    assert_eq!(get(&client, &login).await.unwrap().0, StatusCode::FORBIDDEN);
+
+    std::fs::write(&m.path, "[server]\nhttp = \"127.0.0.1:1\"\nbogus = true\n").unwrap();
+    signal(m.process.pid(), "-HUP");
+    wait_for_log(&m.process.log_path, "configuration reload failed").await;
+    let logs = m.process.logs();
+    assert!(
+        logs.contains("gatekeeper.toml:3:1: unknown key \"bogus\""),
+        "the error names file and line:\n{logs}"
+    );
+    // Still the old config: same port, same route.
+    assert_eq!(get(&client, &login).await.unwrap().0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        get(&client, &format!("http://127.0.0.1:{}/x", m.port))
+            .await
+            .unwrap()
+            .0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_slow_request_finish_then_exits_0() {
+    let upstream = Upstream::start().await;
+    let sim = Sim::start().await;
+    let m = managed(&upstream, &sim, "");
+    let client = plain();
+    let url = format!("http://127.0.0.1:{}/slow/1500", m.port);
+    let slow = tokio::spawn(async move { get(&client, &url).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(m.process.pid(), "-TERM");
+    let (status, body) = slow
+        .await
+        .unwrap()
+        .expect("the request in flight was not cut off");
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "slow ok"));
+    let exit = tokio::task::spawn_blocking(move || m.process.terminate())
+        .await
+        .unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+}
