@@ -90,3 +90,24 @@ fn version_and_help_with_examples() {
         "{help}"
     );
 }
+
+#[test]
+fn check_piped_into_a_closed_reader_does_not_panic() {
+    // `gatekeeper check | head -n 1` closes the pipe after one line.
+    let mut child = gatekeeper()
+        .args([
+            "check",
+            "-c",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/gatekeeper.toml"),
+        ])
+        .env("GEETEST_LOGIN_KEY", "b09a7aafbfd83f73b35a9b530d0337bf")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{stderr}");
+}
