@@ -11,7 +11,10 @@ use gatekeeper::gate::fields::{BodyFormat, CAPTCHA_FIELDS, FieldError, extract};
 use proptest::prelude::*;
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
 }
 
 /// Values as a widget yields them (a base64url captcha_output, hex elsewhere).
@@ -28,7 +31,9 @@ fn proof_values() -> impl Strategy<Value = [String; 5]> {
 
 /// Field names that are never captcha fields.
 fn other_name() -> impl Strategy<Value = String> {
-    "[a-z][a-z0-9_]{0,12}".prop_filter("not a captcha field", |n| !CAPTCHA_FIELDS.contains(&n.as_str()))
+    "[a-z][a-z0-9_]{0,12}".prop_filter("not a captcha field", |n| {
+        !CAPTCHA_FIELDS.contains(&n.as_str())
+    })
 }
 
 /// Arbitrary text, non-ASCII included.

@@ -1,11 +1,15 @@
 //! Serving one accepted connection: HTTP/1.1 or HTTP/2 as decided by the
 //! listener, with every wait bounded.
 //!
-//! hyper bounds the wait for a request head (`header_read_timeout`, which only
-//! runs because a timer is set). What hyper does not bound is a connection with
-//! no request in flight, before the first request or between keep-alive
-//! requests: the watchdog here closes it gracefully after `idle_timeout`
-//! (HTTP/2 gets GOAWAY). The same graceful close runs on shutdown.
+//! Two bounds, kept by the watchdog loop below rather than by hyper:
+//! - a request head (HTTP/1) must arrive within `header_read_timeout` of its
+//!   first byte, else the connection is dropped. hyper's own header timer
+//!   starts as soon as it waits for the next head, so it would also cut every
+//!   idle keep-alive connection at `header_read_timeout`; the wire inspector
+//!   knows when a head really starts.
+//! - a connection with no request in flight is closed gracefully after
+//!   `header_read_timeout` before its first request and `idle_timeout` after
+//!   (HTTP/2 gets GOAWAY). The same graceful close runs on shutdown.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -81,7 +85,7 @@ pub async fn serve<I>(
     let activity = Arc::new(Activity::new());
     // HTTP/1 request heads are checked raw (see `inspect`); HTTP/2 frames its own.
     let verdicts = Verdicts::default();
-    let io = Inspected::new(io, verdicts.clone());
+    let io = Inspected::new(io, verdicts.clone(), activity.clone());
     let service = {
         let activity = activity.clone();
         service_fn(move |req: Request<Incoming>| {
@@ -105,7 +109,8 @@ pub async fn serve<I>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // Timed by the watchdog from a head's first byte instead (see above).
+        .header_read_timeout(None)
         .max_buf_size(H1_MAX_BUF)
         .max_headers(H1_MAX_HEADERS);
     builder
@@ -122,12 +127,22 @@ pub async fn serve<I>(
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
 
-    // The first request must start within header_read_timeout of accept.
-    let mut idle_limit = limits.header_read_timeout;
     let mut closing = false;
     loop {
+        // The first request must start within header_read_timeout of accept;
+        // after that, a connection may sit idle for idle_timeout.
+        let idle_limit = if activity.served() > 0 {
+            limits.idle_timeout
+        } else {
+            limits.header_read_timeout
+        };
         let idle_for = activity.idle_for();
-        let wake_in = idle_limit.saturating_sub(idle_for.unwrap_or(Duration::ZERO));
+        let idle_wake = idle_limit.saturating_sub(idle_for.unwrap_or(Duration::ZERO));
+        let head_wake = activity
+            .head_for()
+            .map(|head| limits.header_read_timeout.saturating_sub(head))
+            .unwrap_or(Duration::MAX);
+        let wake_in = idle_wake.min(head_wake).max(Duration::from_millis(10));
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -135,14 +150,15 @@ pub async fn serve<I>(
                 }
                 return;
             }
-            _ = tokio::time::sleep(wake_in.max(Duration::from_millis(10))), if !closing => {
-                if activity.idle_for().is_some_and(|idle| idle >= idle_limit) {
+            _ = tokio::time::sleep(wake_in) => {
+                if activity.head_for().is_some_and(|head| head >= limits.header_read_timeout) {
+                    debug!(peer = %info.peer, "request head not received in time: dropping the connection");
+                    return;
+                }
+                if !closing && activity.idle_for().is_some_and(|idle| idle >= idle_limit) {
                     debug!(peer = %info.peer, "closing idle connection");
                     conn.as_mut().graceful_shutdown();
                     closing = true;
-                }
-                if activity.served() > 0 {
-                    idle_limit = limits.idle_timeout;
                 }
             }
             _ = shutdown.changed(), if !closing => {
@@ -153,14 +169,20 @@ pub async fn serve<I>(
     }
 }
 
-/// Requests in flight on one connection, and when the last one ended.
-struct Activity {
+/// Requests in flight on one connection, when the last one ended, and
+/// whether a request head is arriving.
+pub(super) struct Activity {
     epoch: Instant,
     in_flight: AtomicUsize,
     served: AtomicUsize,
     /// Milliseconds since `epoch` at which the connection last became idle.
     idle_since_ms: AtomicU64,
+    /// Milliseconds since `epoch` of the first byte of a head not yet
+    /// complete; `NO_HEAD` when none is arriving.
+    head_since_ms: AtomicU64,
 }
+
+const NO_HEAD: u64 = u64::MAX;
 
 impl Activity {
     fn new() -> Self {
@@ -169,7 +191,28 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             served: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
+            head_since_ms: AtomicU64::new(NO_HEAD),
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(NO_HEAD - 1)
+    }
+
+    /// The wire inspector saw the first byte of a request head.
+    pub(super) fn head_started(&self) {
+        self.head_since_ms.store(self.now_ms(), Ordering::Release);
+    }
+
+    /// The head is complete (or inspection stopped).
+    pub(super) fn head_done(&self) {
+        self.head_since_ms.store(NO_HEAD, Ordering::Release);
+    }
+
+    /// How long the current head has been arriving.
+    fn head_for(&self) -> Option<Duration> {
+        let since = self.head_since_ms.load(Ordering::Acquire);
+        (since != NO_HEAD).then(|| Duration::from_millis(self.now_ms().saturating_sub(since)))
     }
 
     /// How long the connection has had no request in flight; `None` while busy.
@@ -199,8 +242,9 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let now = self.0.epoch.elapsed().as_millis() as u64;
-        self.0.idle_since_ms.store(now, Ordering::Release);
+        self.0
+            .idle_since_ms
+            .store(self.0.now_ms(), Ordering::Release);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -18,6 +18,7 @@ use std::task::{Context, Poll, ready};
 use memchr::memmem;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::connection::Activity;
 use crate::proxy::headers::framing::{FramingError, check_wire_head};
 
 /// Longest head inspected; hyper refuses longer ones itself (431).
@@ -64,14 +65,17 @@ pub struct Inspected<I> {
     inner: I,
     state: State,
     verdicts: Verdicts,
+    /// Told when a head starts and ends, so its arrival can be timed.
+    activity: Option<Arc<Activity>>,
 }
 
 impl<I> Inspected<I> {
-    pub fn new(inner: I, verdicts: Verdicts) -> Self {
+    pub fn new(inner: I, verdicts: Verdicts, activity: Arc<Activity>) -> Self {
         Self {
             inner,
             state: State::Head(Vec::new()),
             verdicts,
+            activity: Some(activity),
         }
     }
 
@@ -96,6 +100,13 @@ impl<I> Inspected<I> {
                 State::Trailers(b) => (b, &b"\r\n\r\n"[..], MAX_HEAD, true),
             };
             let old = buf.len();
+            if old == 0
+                && !trailers
+                && terminator.len() == 4
+                && let Some(activity) = &self.activity
+            {
+                activity.head_started();
+            }
             buf.extend_from_slice(bytes);
             // An empty trailer section is a lone CRLF.
             let end = if trailers && buf.starts_with(b"\r\n") {
@@ -135,6 +146,9 @@ impl<I> Inspected<I> {
     }
 
     fn head(&mut self, head: &[u8]) -> State {
+        if let Some(activity) = &self.activity {
+            activity.head_done();
+        }
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
         let parsed = req.parse(head);
@@ -173,6 +187,9 @@ impl<I> Inspected<I> {
     }
 
     fn stopped(&mut self, verdict: Result<(), FramingError>) -> State {
+        if let Some(activity) = &self.activity {
+            activity.head_done();
+        }
         self.verdicts.push(verdict);
         State::Done
     }
@@ -234,7 +251,12 @@ mod tests {
 
     fn verdicts(wire: &[&[u8]]) -> Vec<Result<(), FramingError>> {
         let v = Verdicts::default();
-        let mut i = Inspected::new((), v.clone());
+        let mut i = Inspected {
+            inner: (),
+            state: State::Head(Vec::new()),
+            verdicts: v.clone(),
+            activity: None,
+        };
         for piece in wire {
             i.feed(piece);
         }

@@ -84,13 +84,6 @@ impl Listener {
 
 async fn accept_loop(tcp: TcpListener, role: Role, ctx: Context, mut stop: watch::Receiver<bool>) {
     loop {
-        let permit = tokio::select! {
-            permit = ctx.connections.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = stop.changed() => return,
-        };
         let (stream, peer) = tokio::select! {
             accepted = tcp.accept() => match accepted {
                 Ok(a) => a,
@@ -100,6 +93,15 @@ async fn accept_loop(tcp: TcpListener, role: Role, ctx: Context, mut stop: watch
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
+            },
+            _ = stop.changed() => return,
+        };
+        // At the limit, this connection waits unserved and the loop stops
+        // accepting: the rest wait in the kernel's backlog, costing nothing here.
+        let permit = tokio::select! {
+            permit = ctx.connections.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
             },
             _ = stop.changed() => return,
         };

@@ -1,0 +1,157 @@
+//! Issue 7: every wait has a bound, and `max_connections` holds.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const SHORT: &str = r#"
+[[route]]
+path = "/login"
+
+[limits]
+handshake_timeout = "400ms"
+header_read_timeout = "400ms"
+idle_timeout = "400ms"
+"#;
+
+/// Reads until the peer closes; true if it did within `limit`.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> (bool, String) {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let result = tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    (result.is_ok(), String::from_utf8_lossy(&out).into_owned())
+}
+
+async fn connect(addr: SocketAddr) -> TcpStream {
+    TcpStream::connect(addr).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_silent_tls_client_is_dropped_after_the_handshake_timeout() {
+    let env = Env::start(SHORT).await;
+    let mut s = connect(env.https).await;
+    let (closed, _) = closed_within(&mut s, Duration::from_secs(5)).await;
+    assert!(closed, "the TLS listener kept a silent connection open");
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_silent_cleartext_client_is_dropped_after_the_header_timeout() {
+    let env = Env::start(SHORT).await;
+    let mut s = connect(env.http).await;
+    let (closed, _) = closed_within(&mut s, Duration::from_secs(5)).await;
+    assert!(closed, "a connection that never sent a byte stayed open");
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn slow_request_headers_are_cut_off() {
+    let env = Env::start(SHORT).await;
+    let mut s = connect(env.http).await;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let (closed, answer) = closed_within(&mut s, Duration::from_secs(5)).await;
+    assert!(closed, "an unfinished request head held the connection");
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    assert_eq!(env.upstream.count(), 0);
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_slow_gated_body_is_refused_with_408_and_never_forwarded() {
+    let env = Env::start(SHORT).await;
+    let mut s = connect(env.http).await;
+    s.write_all(b"POST /login HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nlot_number=").await.unwrap();
+    let (_, answer) = closed_within(&mut s, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    assert_eq!(env.upstream.count(), 0);
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let env = Env::start(SHORT).await;
+    let mut s = connect(env.http).await;
+    s.write_all(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let (closed, _) = closed_within(&mut s, Duration::from_secs(5)).await;
+    assert!(closed, "an idle keep-alive connection stayed open");
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn max_connections_holds_extra_clients_until_a_slot_frees() {
+    let env = Env::start("[limits]\nmax_connections = 2\n").await;
+    let request = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n";
+    let mut first = connect(env.http).await;
+    let mut second = connect(env.http).await;
+    for s in [&mut first, &mut second] {
+        s.write_all(request).await.unwrap();
+        let mut buf = [0u8; 1024];
+        assert!(s.read(&mut buf).await.unwrap() > 0);
+    }
+    // A third connection completes in the kernel's backlog but is not served.
+    let mut third = connect(env.http).await;
+    third.write_all(request).await.unwrap();
+    let mut buf = [0u8; 1024];
+    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf)).await;
+    assert!(
+        early.is_err(),
+        "a third connection was served beyond max_connections"
+    );
+    drop(first);
+    let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    env.shutdown().await;
+}
+
+/// Regression: the idle watchdog used the first-request limit
+/// (header_read_timeout) for a keep-alive connection that had served requests.
+#[tokio::test]
+async fn a_keep_alive_connection_outlives_the_header_timeout_when_idle_timeout_is_longer() {
+    let env =
+        Env::start("[limits]\nheader_read_timeout = \"300ms\"\nidle_timeout = \"10s\"\n").await;
+    let mut s = connect(env.http).await;
+    let mut buf = [0u8; 1024];
+    for _ in 0..2 {
+        s.write_all(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+            "keep-alive connection was closed"
+        );
+        tokio::time::sleep(Duration::from_millis(900)).await;
+    }
+    env.shutdown().await;
+}
