@@ -43,7 +43,7 @@ fn defaults_apply_to_a_minimal_file() {
     assert_eq!(c.limits.max_body, 1024 * 1024);
     assert_eq!(c.limits.max_connections, 10_000);
     assert_eq!(
-        c.geetest.api_server.to_string(),
+        c.geetest.api_servers[0].to_string(),
         "https://gcaptcha4.geetest.com/"
     );
     assert_eq!(c.geetest.max_token_age.as_secs(), 600);

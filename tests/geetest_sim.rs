@@ -25,7 +25,7 @@ fn key() -> CaptchaKey {
 }
 
 async fn client(sim: &Sim, timeout: Duration) -> ValidateClient {
-    ValidateClient::new(&sim.url().parse().unwrap(), timeout)
+    ValidateClient::new(&[sim.url().parse().unwrap()], timeout)
 }
 
 /// Sends raw form parameters to /validate and returns the JSON answer.

@@ -16,7 +16,7 @@ use super::diagnostic::{ConfigError, Report};
 use super::raw::{self, OneOrMany, RawConfig, RawSize};
 use super::{
     Captcha, CaptchaKey, Config, GeetestConfig, Limits, OnError, OnStoreError, PathMatch,
-    ReplayConfig, ReplayStoreKind, Route, ServerConfig, TlsFiles, UpstreamConfig,
+    ReplayConfig, ReplayStoreKind, Route, ServerConfig, ThrottleConfig, TlsFiles, UpstreamConfig,
 };
 
 /// Clock skew allowed on top of `max_token_age` when sizing the replay TTL.
@@ -89,8 +89,11 @@ impl Config {
                 idle_timeout: Duration::ZERO,
                 max_connections: 0,
             },
+            throttle: None,
             geetest: GeetestConfig {
-                api_server: Uri::from_static("http://127.0.0.1"),
+                api_servers: Vec::new(),
+                breaker_failures: 0,
+                breaker_cooldown: Duration::ZERO,
                 timeout: Duration::ZERO,
                 on_error: OnError::Deny,
                 max_token_age: Duration::ZERO,
@@ -122,6 +125,7 @@ fn unknown_keys(top: &DeTable<'_>, report: &mut Report<'_>) {
             "limits" => raw::LIMITS,
             "geetest" => raw::GEETEST,
             "replay" => raw::REPLAY,
+            "throttle" => raw::THROTTLE,
             "captcha" => {
                 if let DeValue::Table(captchas) = value.get_ref() {
                     for (name, table) in captchas {
@@ -192,6 +196,7 @@ impl Loader<'_, '_> {
         let captchas = self.captchas(&raw.captcha);
         let replay = self.replay(&raw.replay, geetest.max_token_age);
         let routes = self.routes(&raw.route, &captchas, geetest.on_error);
+        let throttle = self.throttle(raw.throttle.as_ref());
         Config {
             source: path.to_owned(),
             server,
@@ -202,6 +207,7 @@ impl Loader<'_, '_> {
             captchas,
             routes,
             replay,
+            throttle,
             hash: String::new(),
         }
     }
@@ -477,13 +483,41 @@ impl Loader<'_, '_> {
     }
 
     fn geetest(&mut self, raw: &raw::RawGeetest) -> GeetestConfig {
-        let api_server = raw
-            .api_server
-            .as_ref()
-            .and_then(|v| self.base_url(v, "geetest.api_server"))
-            .unwrap_or_else(|| Uri::from_static("https://gcaptcha4.geetest.com"));
+        let mut api_servers = Vec::new();
+        match (&raw.api_server, &raw.api_servers) {
+            (Some(one), Some(_)) => {
+                self.error(
+                    one.span(),
+                    "give geetest.api_server or geetest.api_servers, not both",
+                );
+            }
+            (Some(one), None) => api_servers.extend(self.base_url(one, "geetest.api_server")),
+            (None, Some(list)) => {
+                if list.get_ref().is_empty() {
+                    self.error(
+                        list.span(),
+                        "geetest.api_servers must list at least one server",
+                    );
+                }
+                for server in list.get_ref() {
+                    api_servers.extend(self.base_url(server, "geetest.api_servers"));
+                }
+            }
+            (None, None) => {}
+        }
+        if api_servers.is_empty() {
+            api_servers.push(Uri::from_static("https://gcaptcha4.geetest.com"));
+        }
+        let breaker_failures =
+            self.positive(raw.breaker_failures.as_ref(), "geetest.breaker_failures", 5);
         GeetestConfig {
-            api_server,
+            api_servers,
+            breaker_failures: u32::try_from(breaker_failures).unwrap_or(u32::MAX),
+            breaker_cooldown: self.duration(
+                raw.breaker_cooldown.as_ref(),
+                "geetest.breaker_cooldown",
+                Duration::from_secs(10),
+            ),
             timeout: self.duration(
                 raw.timeout.as_ref(),
                 "geetest.timeout",
@@ -496,6 +530,39 @@ impl Loader<'_, '_> {
                 Duration::from_secs(600),
             ),
         }
+    }
+
+    fn throttle(&mut self, raw: Option<&Spanned<raw::RawThrottle>>) -> Option<ThrottleConfig> {
+        let raw = raw?.get_ref();
+        let per_second = match &raw.rate {
+            None => 10.0 / 60.0,
+            Some(v) => {
+                let parsed = v.get_ref().split_once('/').and_then(|(n, unit)| {
+                    let n: f64 = n
+                        .trim()
+                        .parse()
+                        .ok()
+                        .filter(|n: &f64| *n > 0.0 && n.is_finite())?;
+                    let seconds = match unit.trim() {
+                        "s" => 1.0,
+                        "m" => 60.0,
+                        "h" => 3600.0,
+                        _ => return None,
+                    };
+                    Some(n / seconds)
+                });
+                parsed.unwrap_or_else(|| {
+                    self.error(v.span(), format!("invalid throttle.rate \"{}\" (expected N/s, N/m or N/h, e.g. \"10/m\")", v.get_ref()));
+                    1.0
+                })
+            }
+        };
+        let burst = self.positive(raw.burst.as_ref(), "throttle.burst", 20);
+        Some(ThrottleConfig {
+            per_second,
+            burst: u32::try_from(burst).unwrap_or(u32::MAX),
+            max_clients: self.positive(raw.max_clients.as_ref(), "throttle.max_clients", 100_000),
+        })
     }
 
     fn on_error(&mut self, v: Option<&Spanned<String>>, key: &str, default: OnError) -> OnError {

@@ -38,6 +38,8 @@ pub struct Config {
     /// In file order. Matching precedence is decided by `routing`, not by order.
     pub routes: Vec<Route>,
     pub replay: ReplayConfig,
+    /// Per-client throttle of refused proofs; `None` when `[throttle]` is absent.
+    pub throttle: Option<ThrottleConfig>,
     /// SHA-256 of the file's text (hex, first 16 characters): which config is loaded.
     pub hash: String,
 }
@@ -84,8 +86,13 @@ pub struct Limits {
 
 #[derive(Debug, Clone)]
 pub struct GeetestConfig {
-    /// Base URL of the validate API, e.g. `https://gcaptcha4.geetest.com`.
-    pub api_server: Uri,
+    /// Base URLs of the validate API, tried in order on transport failure,
+    /// e.g. `https://gcaptcha4.geetest.com`. Never empty.
+    pub api_servers: Vec<Uri>,
+    /// Consecutive failures after which a server's circuit opens.
+    pub breaker_failures: u32,
+    /// How long an open circuit skips its server before one probe.
+    pub breaker_cooldown: Duration,
     pub timeout: Duration,
     pub on_error: OnError,
     pub max_token_age: Duration,
@@ -166,6 +173,17 @@ pub struct ReplayConfig {
     pub on_store_error: OnStoreError,
     /// Bound on each Redis command, connection included.
     pub timeout: Duration,
+}
+
+/// A token bucket per client address, charged by each refused proof.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThrottleConfig {
+    /// Refusals forgiven per second (the bucket's refill rate).
+    pub per_second: f64,
+    /// Refusals allowed in a burst (the bucket's size).
+    pub burst: u32,
+    /// Client addresses tracked at most (bounds memory).
+    pub max_clients: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

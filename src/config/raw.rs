@@ -11,7 +11,7 @@ type S<T> = Option<Spanned<T>>;
 
 /// The known keys of each table, for unknown-key errors and suggestions.
 pub(super) const TOP: &[&str] = &[
-    "server", "tls", "upstream", "limits", "geetest", "captcha", "replay", "route",
+    "server", "tls", "upstream", "limits", "geetest", "captcha", "replay", "throttle", "route",
 ];
 pub(super) const SERVER: &[&str] = &[
     "https",
@@ -30,7 +30,16 @@ pub(super) const LIMITS: &[&str] = &[
     "idle_timeout",
     "max_connections",
 ];
-pub(super) const GEETEST: &[&str] = &["api_server", "timeout", "on_error", "max_token_age"];
+pub(super) const GEETEST: &[&str] = &[
+    "api_server",
+    "api_servers",
+    "timeout",
+    "on_error",
+    "max_token_age",
+    "breaker_failures",
+    "breaker_cooldown",
+];
+pub(super) const THROTTLE: &[&str] = &["rate", "burst", "max_clients"];
 pub(super) const CAPTCHA: &[&str] = &["id", "key", "key_env", "key_file"];
 pub(super) const REPLAY: &[&str] = &[
     "store",
@@ -64,8 +73,17 @@ pub(super) struct RawConfig {
     pub captcha: BTreeMap<String, Spanned<RawCaptcha>>,
     #[serde(default)]
     pub replay: RawReplay,
+    pub throttle: S<RawThrottle>,
     #[serde(default)]
     pub route: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawThrottle {
+    /// "N/s", "N/m" or "N/h": refused proofs forgiven per unit of time.
+    pub rate: S<String>,
+    pub burst: S<i64>,
+    pub max_clients: S<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -111,6 +129,9 @@ pub(super) struct RawLimits {
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawGeetest {
     pub api_server: S<String>,
+    pub api_servers: S<Vec<Spanned<String>>>,
+    pub breaker_failures: S<i64>,
+    pub breaker_cooldown: S<String>,
     pub timeout: S<String>,
     pub on_error: S<String>,
     pub max_token_age: S<String>,

@@ -41,7 +41,11 @@ impl Config {
         let _ = writeln!(
             out,
             "geetest: {} (timeout {}, on_error {}, max_token_age {})",
-            g.api_server,
+            g.api_servers
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", then "),
             d(g.timeout),
             on_error(g.on_error),
             d(g.max_token_age)
@@ -59,6 +63,13 @@ impl Config {
             d(self.replay.ttl),
             self.replay.max_entries
         );
+        if let Some(t) = &self.throttle {
+            let _ = writeln!(
+                out,
+                "throttle: {:.2} refused proofs/s per client, burst {}, {} clients tracked at most",
+                t.per_second, t.burst, t.max_clients
+            );
+        }
         let _ = writeln!(out, "config hash: {}", self.hash);
         let _ = writeln!(out, "routes ({}):", self.routes.len());
         for r in &self.routes {

@@ -8,6 +8,7 @@
 
 pub mod fields;
 pub mod reject;
+pub mod throttle;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use crate::proxy::headers::X_GATEKEEPER_CAPTCHA;
 use crate::replay::{Claim, LotKey, LotState, ReplayStore, StoreError};
 use fields::{FieldError, body_format, check_shapes, extract};
 pub use reject::Rejection;
+use throttle::Throttle;
 
 /// What a decision learned along the way, for its log line.
 #[derive(Debug, Default)]
@@ -53,6 +55,7 @@ pub struct Gate {
     validate: ValidateClient,
     store: Arc<dyn ReplayStore>,
     metrics: Arc<Metrics>,
+    throttle: Option<Throttle>,
     max_body: u64,
     body_timeout: Duration,
     max_token_age: Duration,
@@ -61,7 +64,12 @@ pub struct Gate {
 impl Gate {
     pub fn new(config: &Config, store: Arc<dyn ReplayStore>, metrics: Arc<Metrics>) -> Self {
         Self {
-            validate: ValidateClient::new(&config.geetest.api_server, config.geetest.timeout),
+            validate: ValidateClient::with_breaker(
+                &config.geetest.api_servers,
+                config.geetest.timeout,
+                config.geetest.breaker_failures,
+                config.geetest.breaker_cooldown,
+            ),
             store,
             metrics,
             max_body: config.limits.max_body,
@@ -70,6 +78,7 @@ impl Gate {
             // holding the gate open.
             body_timeout: config.limits.header_read_timeout,
             max_token_age: config.geetest.max_token_age,
+            throttle: config.throttle.as_ref().map(Throttle::new),
         }
     }
 
@@ -83,7 +92,23 @@ impl Gate {
     ) -> Result<Request<ProxyBody>, Response<ProxyBody>> {
         let (parts, body) = req.into_parts();
         let mut seen = Seen::default();
-        let decision = self.decide(route, &parts, body, &mut seen).await;
+        let decision = match self.throttle.as_ref().and_then(|t| t.blocked(client)) {
+            // Throttled before the body is read or GeeTest is asked.
+            Some(wait) => Err(Rejection {
+                retry_after: Some(wait.as_secs().max(1)),
+                ..Rejection::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "captcha_throttled",
+                    "too many refused captchas from this address, retry later",
+                )
+            }),
+            None => self.decide(route, &parts, body, &mut seen).await,
+        };
+        if let (Some(throttle), Err(rejection)) = (&self.throttle, &decision)
+            && rejection.is_client_fault()
+        {
+            throttle.charge(client);
+        }
         let (outcome, reason) = match &decision {
             Ok(admitted) => (admitted.verdict, ""),
             Err(rejection) => (rejection.code, rejection.reason.as_str()),

@@ -15,15 +15,24 @@ pub struct Rejection {
     pub status: StatusCode,
     pub code: &'static str,
     pub reason: String,
+    /// Seconds for `Retry-After` (429 and 503).
+    pub retry_after: Option<u64>,
 }
 
 impl Rejection {
     pub fn new(status: StatusCode, code: &'static str, reason: impl Into<String>) -> Self {
+        let retry_after = (status == StatusCode::SERVICE_UNAVAILABLE).then_some(5);
         Self {
             status,
             code,
             reason: reason.into(),
+            retry_after,
         }
+    }
+
+    /// Whether the client is to blame (a refused proof, for the throttle).
+    pub fn is_client_fault(&self) -> bool {
+        self.status.is_client_error() && self.status != StatusCode::TOO_MANY_REQUESTS
     }
 
     /// Renders the refusal for the client that sent `method` with `headers`.
@@ -53,9 +62,9 @@ impl Rejection {
         } else {
             json_error(self.status, self.code, &self.reason)
         };
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some(seconds) = self.retry_after {
             resp.headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from_static("5"));
+                .insert(RETRY_AFTER, HeaderValue::from(seconds));
         }
         resp
     }

@@ -13,6 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::breaker::{Breaker, Permit};
 use super::{Proof, Verdict, sign_token};
 use crate::config::CaptchaKey;
 
@@ -31,6 +32,9 @@ pub enum ValidateError {
     Status(StatusCode),
     #[error("unparsable answer: {0}")]
     Unparsable(String),
+    /// Every server's circuit is open: not called at all.
+    #[error("every validate server is failing (circuit open)")]
+    CircuitOpen,
 }
 
 impl ValidateError {
@@ -41,6 +45,7 @@ impl ValidateError {
             Self::Transport(_) => "transport",
             Self::Status(_) => "status",
             Self::Unparsable(_) => "unparsable",
+            Self::CircuitOpen => "circuit_open",
         }
     }
 }
@@ -52,37 +57,75 @@ pub struct ValidateClient {
 
 struct Inner {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Tried in order on transport failure.
+    servers: Vec<Server>,
+    timeout: Duration,
+}
+
+struct Server {
     /// `{api_server}/validate`, without the query.
     endpoint: String,
-    timeout: Duration,
+    breaker: Breaker,
 }
 
 impl std::fmt::Debug for ValidateClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ValidateClient({})", self.inner.endpoint)
+        let endpoints: Vec<&str> = self
+            .inner
+            .servers
+            .iter()
+            .map(|s| s.endpoint.as_str())
+            .collect();
+        write!(f, "ValidateClient({})", endpoints.join(", "))
     }
 }
 
 impl ValidateClient {
-    pub fn new(api_server: &Uri, timeout: Duration) -> Self {
+    /// A client for `api_servers` (tried in order), with GeeTest's demo
+    /// defaults for the breaker: 5 failures open a circuit for 10 s.
+    pub fn new(api_servers: &[Uri], timeout: Duration) -> Self {
+        Self::with_breaker(api_servers, timeout, 5, Duration::from_secs(10))
+    }
+
+    pub fn with_breaker(
+        api_servers: &[Uri],
+        timeout: Duration,
+        failures: u32,
+        cooldown: Duration,
+    ) -> Self {
         let connector = crate::server::tls::client_connector(timeout);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
-        let base = api_server.to_string();
-        let endpoint = format!("{}/validate", base.trim_end_matches('/'));
+        let servers = api_servers
+            .iter()
+            .map(|uri| Server {
+                endpoint: format!("{}/validate", uri.to_string().trim_end_matches('/')),
+                breaker: Breaker::new(failures, cooldown),
+            })
+            .collect();
         Self {
             inner: Arc::new(Inner {
                 client,
-                endpoint,
+                servers,
                 timeout,
             }),
         }
     }
 
+    /// Whether the circuit of the server at `index` is open.
+    pub fn circuit_open(&self, index: usize) -> bool {
+        self.inner
+            .servers
+            .get(index)
+            .is_some_and(|s| s.breaker.is_open())
+    }
+
     /// Asks GeeTest about `proof` with the credential `captcha_id`/`key`.
+    /// Servers are tried in order while the timeout budget lasts; a server
+    /// whose circuit is open is skipped without waiting.
     pub async fn validate(
         &self,
         captcha_id: &str,
@@ -90,31 +133,59 @@ impl ValidateClient {
         proof: &Proof,
     ) -> Result<Verdict, ValidateError> {
         let sign = sign_token(key.expose(), &proof.lot_number);
-        let body = form_urlencoded::Serializer::new(String::new())
-            .append_pair("lot_number", &proof.lot_number)
-            .append_pair("captcha_output", &proof.captcha_output)
-            .append_pair("pass_token", &proof.pass_token)
-            .append_pair("gen_time", &proof.gen_time)
-            .append_pair("sign_token", &sign)
-            .finish();
+        let body = Bytes::from(
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair("lot_number", &proof.lot_number)
+                .append_pair("captcha_output", &proof.captcha_output)
+                .append_pair("pass_token", &proof.pass_token)
+                .append_pair("gen_time", &proof.gen_time)
+                .append_pair("sign_token", &sign)
+                .finish(),
+        );
         let query = form_urlencoded::Serializer::new(String::new())
             .append_pair("captcha_id", captcha_id)
             .finish();
-        let req = Request::post(format!("{}?{query}", self.inner.endpoint))
-            .header(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/x-www-form-urlencoded"),
-            )
-            .header(
-                USER_AGENT,
-                HeaderValue::from_static(concat!("gatekeeper/", env!("CARGO_PKG_VERSION"))),
-            )
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| ValidateError::Transport(e.to_string()))?;
-        match tokio::time::timeout(self.inner.timeout, self.exchange(req)).await {
-            Ok(result) => result,
-            Err(_) => Err(ValidateError::Timeout),
+        let deadline = tokio::time::Instant::now() + self.inner.timeout;
+        let mut last_error = ValidateError::CircuitOpen;
+        let servers = &self.inner.servers;
+        for (i, server) in servers.iter().enumerate() {
+            let permit = server.breaker.permit();
+            if permit == Permit::Refused {
+                continue;
+            }
+            // Each remaining server gets an equal share of what is left.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let share = left / u32::try_from(servers.len() - i).unwrap_or(1);
+            let req = Request::post(format!("{}?{query}", server.endpoint))
+                .header(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-www-form-urlencoded"),
+                )
+                .header(
+                    USER_AGENT,
+                    HeaderValue::from_static(concat!("gatekeeper/", env!("CARGO_PKG_VERSION"))),
+                )
+                .body(Full::new(body.clone()))
+                .map_err(|e| ValidateError::Transport(e.to_string()))?;
+            let result = match tokio::time::timeout(share, self.exchange(req)).await {
+                Ok(result) => result,
+                Err(_) => Err(ValidateError::Timeout),
+            };
+            match result {
+                Ok(verdict) => {
+                    server.breaker.success();
+                    return Ok(verdict);
+                }
+                Err(e) => {
+                    server.breaker.failure(permit);
+                    last_error = e;
+                }
+            }
         }
+        Err(last_error)
     }
 
     async fn exchange(&self, req: Request<Full<Bytes>>) -> Result<Verdict, ValidateError> {

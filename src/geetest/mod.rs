@@ -4,6 +4,7 @@
 //! three kinds of answer.
 
 pub mod answer;
+mod breaker;
 pub mod client;
 pub mod sign;
 

@@ -32,6 +32,7 @@ use tracing::debug;
 
 use super::inspect::{Inspected, Verdicts};
 use super::{Live, Shared};
+use crate::config::Limits;
 use crate::metrics::ConnectionLabels;
 use crate::proxy::{ConnInfo, ProxyBody};
 
@@ -129,15 +130,9 @@ pub async fn serve<I>(
 
     let mut closing = false;
     loop {
-        // The first request must start within header_read_timeout of accept;
-        // after that, a connection may sit idle for idle_timeout.
-        let idle_limit = if activity.served() > 0 {
-            limits.idle_timeout
-        } else {
-            limits.header_read_timeout
-        };
         let idle_for = activity.idle_for();
-        let idle_wake = idle_limit.saturating_sub(idle_for.unwrap_or(Duration::ZERO));
+        let idle_wake =
+            idle_limit(&activity, &limits).saturating_sub(idle_for.unwrap_or(Duration::ZERO));
         let head_wake = activity
             .head_for()
             .map(|head| limits.header_read_timeout.saturating_sub(head))
@@ -155,7 +150,9 @@ pub async fn serve<I>(
                     debug!(peer = %info.peer, "request head not received in time: dropping the connection");
                     return;
                 }
-                if !closing && activity.idle_for().is_some_and(|idle| idle >= idle_limit) {
+                // Re-read: a request may have been served during the sleep.
+                let limit = idle_limit(&activity, &limits);
+                if !closing && activity.idle_for().is_some_and(|idle| idle >= limit) {
                     debug!(peer = %info.peer, "closing idle connection");
                     conn.as_mut().graceful_shutdown();
                     closing = true;
@@ -166,6 +163,17 @@ pub async fn serve<I>(
                 closing = true;
             }
         }
+    }
+}
+
+/// How long a connection may go without a request in flight: the first
+/// request must start within header_read_timeout of accept; after that, a
+/// connection may sit idle for idle_timeout.
+fn idle_limit(activity: &Activity, limits: &Limits) -> Duration {
+    if activity.served() > 0 {
+        limits.idle_timeout
+    } else {
+        limits.header_read_timeout
     }
 }
 

@@ -1,0 +1,209 @@
+//! Issue 7: a failing GeeTest. Circuit breaker, backup servers, and the
+//! per-client throttle of refused proofs.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use gatekeeper::config::CaptchaKey;
+use gatekeeper::geetest::{Proof, ValidateClient, ValidateError, Verdict};
+use gatekeeper::sim::Behaviour;
+use http::StatusCode;
+
+fn proof(p: &ProofFields) -> Proof {
+    Proof {
+        lot_number: p.lot_number.clone(),
+        captcha_output: p.captcha_output.clone(),
+        pass_token: p.pass_token.clone(),
+        gen_time: p.gen_time.clone(),
+    }
+}
+
+fn key() -> CaptchaKey {
+    CaptchaKey::new(CAPTCHA_KEY.to_owned())
+}
+
+#[tokio::test]
+async fn an_open_circuit_stops_calling_geetest_and_a_probe_closes_it() {
+    let sim = Sim::start().await;
+    let client = ValidateClient::with_breaker(
+        &[sim.url().parse().unwrap()],
+        Duration::from_millis(300),
+        3,
+        Duration::from_millis(500),
+    );
+    sim.sim
+        .set_behaviour(Behaviour::Slow(Duration::from_secs(2)));
+    for _ in 0..3 {
+        let e = client
+            .validate(CAPTCHA_ID, &key(), &proof(&sim.mint(CAPTCHA_ID)))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ValidateError::Timeout), "{e}");
+    }
+    assert!(client.circuit_open(0));
+    // While open, requests fail at once without reaching GeeTest.
+    let connections = sim.sim.stats().connections;
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        let e = client
+            .validate(CAPTCHA_ID, &key(), &proof(&sim.mint(CAPTCHA_ID)))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ValidateError::CircuitOpen), "{e}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "an open circuit still waited out a timeout"
+    );
+    assert_eq!(
+        sim.sim.stats().connections,
+        connections,
+        "an open circuit still called GeeTest"
+    );
+
+    // GeeTest is back: after the cool-down one probe closes the circuit.
+    sim.sim.set_behaviour(Behaviour::Normal);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let verdict = client
+        .validate(CAPTCHA_ID, &key(), &proof(&sim.mint(CAPTCHA_ID)))
+        .await
+        .unwrap();
+    assert!(matches!(verdict, Verdict::Pass { .. }));
+    assert!(!client.circuit_open(0));
+}
+
+#[tokio::test]
+async fn backup_servers_are_tried_in_order_on_transport_failure() {
+    let sim = Sim::start().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let servers = [
+        format!("http://{dead}").parse().unwrap(),
+        sim.url().parse().unwrap(),
+    ];
+    let client = ValidateClient::new(&servers, Duration::from_secs(2));
+    let verdict = client
+        .validate(CAPTCHA_ID, &key(), &proof(&sim.mint(CAPTCHA_ID)))
+        .await
+        .unwrap();
+    assert!(matches!(verdict, Verdict::Pass { .. }));
+    assert_eq!(sim.sim.stats().validations, 1, "the backup answered");
+
+    // A GeeTest verdict is final: no second server is asked about a fail.
+    let mut forged = proof(&sim.mint(CAPTCHA_ID));
+    forged.pass_token = "ab".repeat(32);
+    let other = Sim::start().await;
+    let client = ValidateClient::new(
+        &[sim.url().parse().unwrap(), other.url().parse().unwrap()],
+        Duration::from_secs(2),
+    );
+    assert!(matches!(
+        client.validate(CAPTCHA_ID, &key(), &forged).await,
+        Ok(Verdict::Fail { .. })
+    ));
+    assert_eq!(other.sim.stats().validations, 0);
+}
+
+#[tokio::test]
+async fn during_an_outage_the_gate_applies_on_error_without_waiting() {
+    let certs = TestCerts::new();
+    let upstream = Upstream::start().await;
+    let sim = Sim::start().await;
+    let text = config_text(
+        &certs,
+        upstream.addr,
+        &sim.url(),
+        "[[route]]\npath = \"/login\"\non_error = \"deny\"\n",
+    )
+    .replace(
+        "timeout = \"1s\"\n\n[captcha.login]",
+        "timeout = \"300ms\"\nbreaker_failures = 2\nbreaker_cooldown = \"1m\"\n\n[captcha.login]",
+    );
+    let server = gatekeeper::server::start(parse_config(&text, certs.dir.path()))
+        .await
+        .unwrap();
+    let url = format!("http://{}/login", server.http_addr.unwrap());
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let post = |body: String| {
+        let req = http::Request::post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        client.request(req)
+    };
+    sim.sim
+        .set_behaviour(Behaviour::Slow(Duration::from_secs(5)));
+    for _ in 0..2 {
+        assert_eq!(
+            post(sim.mint(CAPTCHA_ID).form()).await.unwrap().status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+    let connections = sim.sim.stats().connections;
+    let started = std::time::Instant::now();
+    for _ in 0..10 {
+        assert_eq!(
+            post(sim.mint(CAPTCHA_ID).form()).await.unwrap().status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "requests waited out the timeout during an outage"
+    );
+    assert_eq!(
+        sim.sim.stats().connections,
+        connections,
+        "GeeTest was still called with the circuit open"
+    );
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_client_that_keeps_failing_is_throttled_with_429_before_geetest_is_asked() {
+    let env =
+        Env::start("[[route]]\npath = \"/login\"\n\n[throttle]\nrate = \"1/h\"\nburst = 3\n").await;
+    let c = env.client(false);
+    for _ in 0..3 {
+        let mut p = env.sim.mint(CAPTCHA_ID);
+        p.pass_token = "ab".repeat(32);
+        let answer = c.post_form(&env.https_url("/login"), p.form()).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.text());
+    }
+    let validations = env.sim.sim.stats().validations;
+    // Even a valid proof waits now: the address has used its refusals.
+    let answer = c
+        .post_form(&env.https_url("/login"), env.sim.mint(CAPTCHA_ID).form())
+        .await;
+    assert_eq!(
+        answer.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        answer.text()
+    );
+    assert_eq!(answer.error_code(), "captcha_throttled");
+    let retry: u64 = answer.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry > 60, "Retry-After {retry}");
+    assert_eq!(
+        env.sim.sim.stats().validations,
+        validations,
+        "GeeTest was asked while throttled"
+    );
+    assert_eq!(env.upstream.count(), 0);
+    // Ungated routes are not throttled.
+    assert_eq!(
+        c.get(&env.https_url("/elsewhere")).await.status,
+        StatusCode::OK
+    );
+    env.shutdown().await;
+}
