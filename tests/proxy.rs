@@ -252,6 +252,9 @@ async fn ambiguous_framing_is_refused_and_the_connection_closed() {
         ("upgrade h2c", b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"),
         ("CONNECT", b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"),
         ("NUL in header", b"GET /a HTTP/1.1\r\nHost: a\r\nX-A: b\0c\r\n\r\n"),
+        ("TE chunked with a trailing tab", b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\t\r\n\r\n0\r\n\r\n"),
+        ("bare CR in header", b"GET /a HTTP/1.1\r\nHost: a\r\nX-A: b\rc\r\n\r\n"),
+        ("absolute-form for another host", b"GET http://b/a HTTP/1.1\r\nHost: a\r\n\r\n"),
     ];
     for (name, bytes) in cases {
         // A second, valid request pipelined behind must not be served.
@@ -273,6 +276,36 @@ async fn ambiguous_framing_is_refused_and_the_connection_closed() {
         0,
         "an ambiguous request reached the upstream"
     );
+    env.shutdown().await;
+}
+
+/// Shapes nginx 1.22 also accepts: optional white space around a value, and
+/// an absolute-form target naming the Host. Served, and framed correctly.
+#[tokio::test]
+async fn unambiguous_variants_are_served_and_framed_correctly() {
+    let env = Env::start(ROUTES).await;
+    let cases: &[(&str, &[u8])] = &[
+        ("chunked with trailing space", b"POST /count HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked \r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
+        ("absolute-form naming the host", b"POST http://a/count HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"),
+    ];
+    for (name, bytes) in cases {
+        let mut wire = bytes.to_vec();
+        wire.extend_from_slice(b"GET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        let raw = raw_exchange(env.http, &wire, Duration::from_secs(3)).await;
+        assert!(
+            status_line(&raw).starts_with("HTTP/1.1 200"),
+            "{name}: {raw}"
+        );
+        assert!(
+            raw.contains("\r\n\r\n3"),
+            "{name}: the body was framed wrongly: {raw}"
+        );
+        assert_eq!(
+            raw.matches("HTTP/1.1 200").count(),
+            2,
+            "{name}: the pipelined request: {raw}"
+        );
+    }
     env.shutdown().await;
 }
 

@@ -19,7 +19,7 @@ use memchr::memmem;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::connection::Activity;
-use crate::proxy::headers::framing::{FramingError, check_wire_head};
+use crate::proxy::headers::framing::{FramingError, check_raw_head, check_wire_head};
 
 /// Longest head inspected; hyper refuses longer ones itself (431).
 const MAX_HEAD: usize = 64 * 1024 + 1024;
@@ -158,7 +158,7 @@ impl<I> Inspected<I> {
             // hyper refuses it too (400 or 431); nothing after it is served.
             _ => return self.stopped(Err(FramingError("malformed request head"))),
         }
-        let verdict = check_wire_head(version, req.headers);
+        let verdict = check_wire_head(version, req.headers).and_then(|()| check_raw_head(head));
         if verdict.is_err() {
             return self.stopped(verdict);
         }

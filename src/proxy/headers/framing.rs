@@ -52,6 +52,22 @@ pub fn check_wire_head(minor: u8, headers: &[httparse::Header<'_>]) -> Result<()
     }
 }
 
+/// Checks what the parsed headers no longer show: httparse trims trailing
+/// white space, so `Transfer-Encoding: chunked<TAB>` parses as `chunked`,
+/// while nginx refuses it (501). A tab anywhere in a Transfer-Encoding line
+/// is refused here.
+pub fn check_raw_head(head: &[u8]) -> Result<(), FramingError> {
+    let te_line_with_tab = head.split(|b| *b == b'\n').any(|line| {
+        line.len() > 18
+            && line[..18].eq_ignore_ascii_case(b"transfer-encoding:")
+            && line.contains(&b'\t')
+    });
+    if te_line_with_tab {
+        return Err(FramingError("transfer-encoding with a tab"));
+    }
+    Ok(())
+}
+
 /// Checks what a request asks of the proxy, whatever its HTTP version.
 pub fn check_request(method: &Method, headers: &HeaderMap) -> Result<(), FramingError> {
     if method == Method::CONNECT {
@@ -128,6 +144,23 @@ mod tests {
         assert!(check(1, &[h, ("Transfer-Encoding", "gzip")]).is_err());
         assert!(check(1, &[h, ("Content-Length", "5"), ("Content-Length", "5")]).is_err());
         assert!(check(0, &[h, ("Transfer-Encoding", "chunked")]).is_err());
+    }
+
+    #[test]
+    fn a_tab_in_transfer_encoding_is_refused_but_a_trailing_space_is_not() {
+        assert!(
+            check_raw_head(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\t\r\n\r\n")
+                .is_err()
+        );
+        assert!(
+            check_raw_head(b"POST / HTTP/1.1\r\nHost: a\r\ntransfer-encoding:\tchunked\r\n\r\n")
+                .is_err()
+        );
+        assert!(
+            check_raw_head(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked \r\n\r\n")
+                .is_ok()
+        );
+        assert!(check_raw_head(b"POST / HTTP/1.1\r\nHost: a\r\nX-Note: a\tb\r\n\r\n").is_ok());
     }
 
     #[test]
