@@ -155,3 +155,32 @@ async fn a_keep_alive_connection_outlives_the_header_timeout_when_idle_timeout_i
     }
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped() {
+    let env = Env::start("[limits]\nidle_timeout = \"500ms\"\n").await;
+    let mut s = connect(env.http).await;
+    let total = 64 * 1024 * 1024;
+    s.write_all(format!("GET /big/{total} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    // Read nothing while the server's writes block, then drain what is left.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received += n,
+            }
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the connection was still open");
+    assert!(
+        received < total,
+        "the whole response was delivered: the stalled client was not dropped"
+    );
+    env.shutdown().await;
+}

@@ -10,6 +10,8 @@
 //! - a connection with no request in flight is closed gracefully after
 //!   `header_read_timeout` before its first request and `idle_timeout` after
 //!   (HTTP/2 gets GOAWAY). The same graceful close runs on shutdown.
+//! - a client that stops reading what it is sent (slow read) is dropped when
+//!   no write has made progress for `idle_timeout` (nginx's `send_timeout`).
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -129,6 +131,8 @@ pub async fn serve<I>(
     tokio::pin!(conn);
 
     let mut closing = false;
+    let tick = (limits.header_read_timeout.min(limits.idle_timeout) / 2)
+        .clamp(Duration::from_millis(50), Duration::from_secs(1));
     loop {
         let idle_for = activity.idle_for();
         let idle_wake =
@@ -137,7 +141,17 @@ pub async fn serve<I>(
             .head_for()
             .map(|head| limits.header_read_timeout.saturating_sub(head))
             .unwrap_or(Duration::MAX);
-        let wake_in = idle_wake.min(head_wake).max(Duration::from_millis(10));
+        let stall_wake = activity
+            .write_stalled_for()
+            .map(|stalled| limits.idle_timeout.saturating_sub(stalled))
+            .unwrap_or(Duration::MAX);
+        // Nothing wakes this loop when a request starts or a write stalls, so
+        // it also looks in every `tick`: a deadline is late by at most a tick.
+        let wake_in = idle_wake
+            .min(head_wake)
+            .min(stall_wake)
+            .min(tick)
+            .max(Duration::from_millis(10));
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -148,6 +162,12 @@ pub async fn serve<I>(
             _ = tokio::time::sleep(wake_in) => {
                 if activity.head_for().is_some_and(|head| head >= limits.header_read_timeout) {
                     debug!(peer = %info.peer, "request head not received in time: dropping the connection");
+                    return;
+                }
+                // A client that stops reading (slow read) holds buffers and a
+                // slot: no write progress for idle_timeout drops it.
+                if activity.write_stalled_for().is_some_and(|stalled| stalled >= limits.idle_timeout) {
+                    debug!(peer = %info.peer, "client stopped reading: dropping the connection");
                     return;
                 }
                 // Re-read: a request may have been served during the sleep.
@@ -188,6 +208,9 @@ pub(super) struct Activity {
     /// Milliseconds since `epoch` of the first byte of a head not yet
     /// complete; `NO_HEAD` when none is arriving.
     head_since_ms: AtomicU64,
+    /// Milliseconds since `epoch` since which a write has been blocked by a
+    /// client that does not read; `NO_HEAD` when writes are flowing.
+    write_stalled_since_ms: AtomicU64,
 }
 
 const NO_HEAD: u64 = u64::MAX;
@@ -200,7 +223,30 @@ impl Activity {
             served: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
             head_since_ms: AtomicU64::new(NO_HEAD),
+            write_stalled_since_ms: AtomicU64::new(NO_HEAD),
         }
+    }
+
+    /// A write could not proceed (the client's window is full).
+    pub(super) fn write_blocked(&self) {
+        let _ = self.write_stalled_since_ms.compare_exchange(
+            NO_HEAD,
+            self.now_ms(),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// A write made progress.
+    pub(super) fn write_flowed(&self) {
+        self.write_stalled_since_ms
+            .store(NO_HEAD, Ordering::Release);
+    }
+
+    /// How long writes have been blocked by the client.
+    fn write_stalled_for(&self) -> Option<Duration> {
+        let since = self.write_stalled_since_ms.load(Ordering::Acquire);
+        (since != NO_HEAD).then(|| Duration::from_millis(self.now_ms().saturating_sub(since)))
     }
 
     fn now_ms(&self) -> u64 {

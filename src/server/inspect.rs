@@ -7,7 +7,9 @@
 //! evidence is gone. This wrapper reads the same bytes hyper reads, parses
 //! each request head with httparse (hyper's own parser), follows the body's
 //! framing to find the next head, and queues one verdict per request, in wire
-//! order, for the handler to act on. It never changes a byte.
+//! order, for the handler to act on. It never changes a byte. It also tells
+//! the connection's watchdog when writes are blocked by a client that does
+//! not read.
 
 use std::collections::VecDeque;
 use std::io;
@@ -215,13 +217,27 @@ impl<I: AsyncRead + Unpin> AsyncRead for Inspected<I> {
     }
 }
 
+impl<I> Inspected<I> {
+    /// Tells the watchdog whether writes flow or are blocked by the client.
+    fn track_write<T>(&self, poll: Poll<T>) -> Poll<T> {
+        if let Some(activity) = &self.activity {
+            match poll {
+                Poll::Pending => activity.write_blocked(),
+                Poll::Ready(_) => activity.write_flowed(),
+            }
+        }
+        poll
+    }
+}
+
 impl<I: AsyncWrite + Unpin> AsyncWrite for Inspected<I> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.track_write(poll)
     }
 
     fn poll_write_vectored(
@@ -229,7 +245,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Inspected<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.track_write(poll)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -81,6 +81,7 @@ pub struct Recorded {
 
 /// A real HTTP/1.1 server standing in for the legacy application.
 /// - `/slow/<ms>` answers after a delay;
+/// - `/big/<n>` answers n bytes;
 /// - `/count` reads the body without keeping it and answers its length;
 /// - `/ws` upgrades to a WebSocket echo;
 /// - anything else records the request and answers 200 `upstream ok`.
@@ -149,6 +150,10 @@ async fn upstream_handle(
         let ms: u64 = ms.parse().unwrap_or(1000);
         tokio::time::sleep(Duration::from_millis(ms)).await;
         return Ok(Response::new(Full::new(Bytes::from("slow ok"))));
+    }
+    if let Some(n) = path.strip_prefix("/big/") {
+        let n: usize = n.parse().unwrap_or(1024);
+        return Ok(Response::new(Full::new(Bytes::from(vec![b'x'; n]))));
     }
     if path == "/count" {
         let mut body = req.into_body();
