@@ -10,13 +10,14 @@
 //! - a connection with no request in flight is closed gracefully after
 //!   `header_read_timeout` before its first request and `idle_timeout` after
 //!   (HTTP/2 gets GOAWAY). The same graceful close runs on shutdown.
-//! - a client that stops reading what it is sent (slow read) is dropped when
-//!   no write has made progress for `idle_timeout` (nginx's `send_timeout`).
+//! - a client that holds up our writes and reads less than 1 KiB/s over an
+//!   `idle_timeout` window (slow read) is dropped; a plain write timeout
+//!   (nginx's `send_timeout`) misses a client that reads a few bytes at a time.
 
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tracing::debug;
 
-use super::inspect::{Inspected, Verdicts};
+use super::inspect::{Inspected, Socket, Verdicts};
 use super::{Live, Shared};
 use crate::config::Limits;
 use crate::metrics::ConnectionLabels;
@@ -65,7 +66,7 @@ pub async fn serve<I>(
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + Socket + Unpin + Send + 'static,
 {
     let limits = live.load().config.limits.clone();
     let labels = ConnectionLabels {
@@ -131,6 +132,7 @@ pub async fn serve<I>(
     tokio::pin!(conn);
 
     let mut closing = false;
+    let mut send_rate = SendRate::new(&activity);
     let tick = (limits.header_read_timeout.min(limits.idle_timeout) / 2)
         .clamp(Duration::from_millis(50), Duration::from_secs(1));
     loop {
@@ -141,15 +143,10 @@ pub async fn serve<I>(
             .head_for()
             .map(|head| limits.header_read_timeout.saturating_sub(head))
             .unwrap_or(Duration::MAX);
-        let stall_wake = activity
-            .write_stalled_for()
-            .map(|stalled| limits.idle_timeout.saturating_sub(stalled))
-            .unwrap_or(Duration::MAX);
         // Nothing wakes this loop when a request starts or a write stalls, so
         // it also looks in every `tick`: a deadline is late by at most a tick.
         let wake_in = idle_wake
             .min(head_wake)
-            .min(stall_wake)
             .min(tick)
             .max(Duration::from_millis(10));
         tokio::select! {
@@ -162,12 +159,12 @@ pub async fn serve<I>(
             _ = tokio::time::sleep(wake_in) => {
                 if activity.head_for().is_some_and(|head| head >= limits.header_read_timeout) {
                     debug!(peer = %info.peer, "request head not received in time: dropping the connection");
+                    activity.abort();
                     return;
                 }
-                // A client that stops reading (slow read) holds buffers and a
-                // slot: no write progress for idle_timeout drops it.
-                if activity.write_stalled_for().is_some_and(|stalled| stalled >= limits.idle_timeout) {
-                    debug!(peer = %info.peer, "client stopped reading: dropping the connection");
+                if send_rate.too_slow(&activity, limits.idle_timeout) {
+                    debug!(peer = %info.peer, "client reads too slowly: dropping the connection");
+                    activity.abort();
                     return;
                 }
                 // Re-read: a request may have been served during the sleep.
@@ -183,6 +180,43 @@ pub async fn serve<I>(
                 closing = true;
             }
         }
+    }
+}
+
+/// The least a client that holds up our writes must read (slow read, as
+/// slowhttptest -X does it): 1 KiB/s, averaged over each `idle_timeout`.
+const MIN_SEND_RATE: u64 = 1024;
+
+/// Judges, once per `idle_timeout` window, whether a client that blocked our
+/// writes read at least `MIN_SEND_RATE`. A window in which writes never
+/// blocked (the upstream was slow, or nothing was sent) is never judged.
+struct SendRate {
+    window_start: Instant,
+    bytes_at_start: u64,
+}
+
+impl SendRate {
+    fn new(activity: &Activity) -> Self {
+        Self {
+            window_start: Instant::now(),
+            bytes_at_start: activity.bytes_written.load(Ordering::Relaxed),
+        }
+    }
+
+    fn too_slow(&mut self, activity: &Activity, window: Duration) -> bool {
+        let elapsed = self.window_start.elapsed();
+        if elapsed < window {
+            return false;
+        }
+        let bytes = activity.bytes_written.load(Ordering::Relaxed);
+        let sent = bytes.saturating_sub(self.bytes_at_start);
+        let blocked = activity.write_blocked.swap(false, Ordering::Relaxed)
+            | activity.blocked_now.load(Ordering::Relaxed);
+        *self = Self {
+            window_start: Instant::now(),
+            bytes_at_start: bytes,
+        };
+        blocked && (sent as f64) < MIN_SEND_RATE as f64 * elapsed.as_secs_f64()
     }
 }
 
@@ -208,9 +242,16 @@ pub(super) struct Activity {
     /// Milliseconds since `epoch` of the first byte of a head not yet
     /// complete; `NO_HEAD` when none is arriving.
     head_since_ms: AtomicU64,
-    /// Milliseconds since `epoch` since which a write has been blocked by a
-    /// client that does not read; `NO_HEAD` when writes are flowing.
-    write_stalled_since_ms: AtomicU64,
+    /// Bytes the client has taken, and whether a write was blocked by it
+    /// since the watchdog last looked (see `SendRate`).
+    bytes_written: AtomicU64,
+    write_blocked: AtomicBool,
+    /// A write is waiting on the client right now. (The kernel does not wake
+    /// a writer for a few freed bytes, so a slow reader may cause no further
+    /// `Pending` for a long time: this stays set until a write succeeds.)
+    blocked_now: AtomicBool,
+    /// The connection is being dropped for a timeout: reset it.
+    aborted: AtomicBool,
 }
 
 const NO_HEAD: u64 = u64::MAX;
@@ -223,30 +264,31 @@ impl Activity {
             served: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
             head_since_ms: AtomicU64::new(NO_HEAD),
-            write_stalled_since_ms: AtomicU64::new(NO_HEAD),
+            bytes_written: AtomicU64::new(0),
+            write_blocked: AtomicBool::new(false),
+            blocked_now: AtomicBool::new(false),
+            aborted: AtomicBool::new(false),
         }
     }
 
-    /// A write could not proceed (the client's window is full).
+    /// A write could not proceed: the client's window is full.
     pub(super) fn write_blocked(&self) {
-        let _ = self.write_stalled_since_ms.compare_exchange(
-            NO_HEAD,
-            self.now_ms(),
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        );
+        self.write_blocked.store(true, Ordering::Relaxed);
+        self.blocked_now.store(true, Ordering::Relaxed);
     }
 
-    /// A write made progress.
-    pub(super) fn write_flowed(&self) {
-        self.write_stalled_since_ms
-            .store(NO_HEAD, Ordering::Release);
+    fn abort(&self) {
+        self.aborted.store(true, Ordering::Release);
     }
 
-    /// How long writes have been blocked by the client.
-    fn write_stalled_for(&self) -> Option<Duration> {
-        let since = self.write_stalled_since_ms.load(Ordering::Acquire);
-        (since != NO_HEAD).then(|| Duration::from_millis(self.now_ms().saturating_sub(since)))
+    pub(super) fn aborted(&self) -> bool {
+        self.aborted.load(Ordering::Acquire)
+    }
+
+    /// The client took `n` bytes.
+    pub(super) fn wrote(&self, n: usize) {
+        self.bytes_written.fetch_add(n as u64, Ordering::Relaxed);
+        self.blocked_now.store(false, Ordering::Relaxed);
     }
 
     fn now_ms(&self) -> u64 {

@@ -63,7 +63,30 @@ enum State {
     Done,
 }
 
-pub struct Inspected<I> {
+/// The TCP socket under an IO, to abort it (see `Inspected`'s `Drop`).
+pub trait Socket {
+    fn tcp(&self) -> Option<&tokio::net::TcpStream>;
+}
+
+impl Socket for tokio::net::TcpStream {
+    fn tcp(&self) -> Option<&tokio::net::TcpStream> {
+        Some(self)
+    }
+}
+
+impl Socket for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    fn tcp(&self) -> Option<&tokio::net::TcpStream> {
+        Some(self.get_ref().0)
+    }
+}
+
+impl Socket for () {
+    fn tcp(&self) -> Option<&tokio::net::TcpStream> {
+        None
+    }
+}
+
+pub struct Inspected<I: Socket> {
     inner: I,
     state: State,
     verdicts: Verdicts,
@@ -71,7 +94,20 @@ pub struct Inspected<I> {
     activity: Option<Arc<Activity>>,
 }
 
-impl<I> Inspected<I> {
+impl<I: Socket> Drop for Inspected<I> {
+    /// A connection dropped for a timeout is reset, not closed: a FIN would
+    /// queue behind unsent data that a slow reader never takes, and the
+    /// client would see the connection open long after it was given up.
+    fn drop(&mut self) {
+        if self.activity.as_ref().is_some_and(|a| a.aborted())
+            && let Some(tcp) = self.inner.tcp()
+        {
+            let _ = tcp.set_zero_linger();
+        }
+    }
+}
+
+impl<I: Socket> Inspected<I> {
     pub fn new(inner: I, verdicts: Verdicts, activity: Arc<Activity>) -> Self {
         Self {
             inner,
@@ -201,7 +237,7 @@ impl<I> Inspected<I> {
     }
 }
 
-impl<I: AsyncRead + Unpin> AsyncRead for Inspected<I> {
+impl<I: AsyncRead + Socket + Unpin> AsyncRead for Inspected<I> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -217,20 +253,21 @@ impl<I: AsyncRead + Unpin> AsyncRead for Inspected<I> {
     }
 }
 
-impl<I> Inspected<I> {
-    /// Tells the watchdog whether writes flow or are blocked by the client.
-    fn track_write<T>(&self, poll: Poll<T>) -> Poll<T> {
+impl<I: Socket> Inspected<I> {
+    /// Tells the watchdog how much the client takes and when it holds up writes.
+    fn track_write(&self, poll: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
         if let Some(activity) = &self.activity {
-            match poll {
+            match &poll {
                 Poll::Pending => activity.write_blocked(),
-                Poll::Ready(_) => activity.write_flowed(),
+                Poll::Ready(Ok(n)) => activity.wrote(*n),
+                Poll::Ready(Err(_)) => {}
             }
         }
         poll
     }
 }
 
-impl<I: AsyncWrite + Unpin> AsyncWrite for Inspected<I> {
+impl<I: AsyncWrite + Socket + Unpin> AsyncWrite for Inspected<I> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
