@@ -50,5 +50,7 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Strin
         .with_single_cert(chain, key)
         .map_err(|e| format!("{}: {e}", cert.display()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // rustls's own order (all AEAD, strongest first), not the client's.
+    config.ignore_client_order = true;
     Ok(Arc::new(config))
 }
