@@ -11,6 +11,8 @@ use http::StatusCode;
 
 /// Two gatekeepers (A and B) in front of one upstream, sharing `redis`.
 struct Fleet {
+    /// This fleet's Redis key prefix, so a shared Redis can hold others.
+    prefix: String,
     certs: TestCerts,
     upstream: Upstream,
     sim: Sim,
@@ -36,6 +38,7 @@ async fn fleet(redis: &RedisServer, on_store_error: &str) -> Fleet {
         .await
         .unwrap();
     Fleet {
+        prefix,
         certs,
         upstream,
         sim,
@@ -89,7 +92,7 @@ async fn a_proof_used_on_one_instance_is_refused_on_another() {
     assert!(body.contains("captcha_replayed"), "{body}");
     assert_eq!(f.upstream.count(), 1);
     assert_eq!(
-        redis.keys("gk-test-*").await.len(),
+        redis.keys(&format!("{}*", f.prefix)).await.len(),
         1,
         "one key per lot_number"
     );
@@ -128,7 +131,7 @@ async fn two_hundred_concurrent_submissions_across_two_instances_forward_exactly
 
 #[tokio::test]
 async fn redis_down_with_deny_is_503_and_redis_back_is_used_without_a_restart() {
-    let Some(mut redis) = RedisServer::start() else {
+    let Some(mut redis) = RedisServer::start_owned() else {
         return;
     };
     let f = fleet(&redis, "deny").await;
@@ -160,12 +163,12 @@ async fn redis_down_with_deny_is_503_and_redis_back_is_used_without_a_restart() 
         StatusCode::FORBIDDEN,
         "A sees B's use through Redis"
     );
-    assert_eq!(redis.keys("gk-test-*").await.len(), 1);
+    assert_eq!(redis.keys(&format!("{}*", f.prefix)).await.len(), 1);
 }
 
 #[tokio::test]
 async fn redis_down_with_local_falls_back_to_memory_and_still_refuses_replays_here() {
-    let Some(mut redis) = RedisServer::start() else {
+    let Some(mut redis) = RedisServer::start_owned() else {
         return;
     };
     let f = fleet(&redis, "local").await;
@@ -197,13 +200,13 @@ async fn redis_down_with_local_falls_back_to_memory_and_still_refuses_replays_he
     for _ in 0..50 {
         after = f.sim.mint(CAPTCHA_ID);
         assert_eq!(post(&c, &f.a, &after).await.0, StatusCode::OK);
-        if !redis.keys("gk-test-*").await.is_empty() {
+        if !redis.keys(&format!("{}*", f.prefix)).await.is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
-        !redis.keys("gk-test-*").await.is_empty(),
+        !redis.keys(&format!("{}*", f.prefix)).await.is_empty(),
         "gatekeeper never used Redis again"
     );
     // B refuses what A just used.

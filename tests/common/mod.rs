@@ -623,32 +623,55 @@ impl Drop for Process {
 
 // ---------------------------------------------------------------- redis
 
-/// A `redis-server` owned by the test, so it can be stopped and started
-/// again on the same port. `None` (with a message) where none can run.
+/// A Redis for a test: `GATEKEEPER_TEST_REDIS` (a URL) when set, else a
+/// `redis-server` of the test's own on a free port. Tests that stop and start
+/// Redis need their own (`start_owned`). `None`, with a message saying the test
+/// was skipped, where neither is available.
 pub struct RedisServer {
     pub port: u16,
     child: Option<std::process::Child>,
+    external: Option<String>,
 }
 
 impl RedisServer {
     pub fn start() -> Option<Self> {
+        if let Ok(url) = std::env::var("GATEKEEPER_TEST_REDIS") {
+            return Some(Self {
+                port: 0,
+                child: None,
+                external: Some(url),
+            });
+        }
+        Self::start_owned()
+    }
+
+    /// A redis-server this test owns, so it can be stopped and started again.
+    pub fn start_owned() -> Option<Self> {
         let port = free_port();
-        let mut server = Self { port, child: None };
+        let mut server = Self {
+            port,
+            child: None,
+            external: None,
+        };
         if !server.restart() {
-            eprintln!(
-                "SKIPPED: no redis-server on PATH (set GATEKEEPER_TEST_REDIS or install redis-server)"
-            );
+            eprintln!("SKIPPED: no redis-server on PATH to start and stop (install redis-server)");
             return None;
         }
         Some(server)
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        self.external
+            .clone()
+            .unwrap_or_else(|| format!("redis://127.0.0.1:{}/0", self.port))
     }
 
-    /// Starts (again) on the same port; false when redis-server is missing.
+    /// Starts (again) on the same port; false when redis-server is missing
+    /// or the Redis is not this test's own.
     pub fn restart(&mut self) -> bool {
+        if self.external.is_some() {
+            return false;
+        }
         let Ok(child) = std::process::Command::new("redis-server")
             .args([
                 "--port",
