@@ -7,23 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use gatekeeper::config::CaptchaKey;
-use gatekeeper::geetest::{Proof, ValidateClient, ValidateError, Verdict};
+use gatekeeper::geetest::{ValidateClient, ValidateError, Verdict};
 use gatekeeper::sim::Behaviour;
 use http::StatusCode;
-
-fn proof(p: &ProofFields) -> Proof {
-    Proof {
-        lot_number: p.lot_number.clone(),
-        captcha_output: p.captcha_output.clone(),
-        pass_token: p.pass_token.clone(),
-        gen_time: p.gen_time.clone(),
-    }
-}
-
-fn key() -> CaptchaKey {
-    CaptchaKey::new(CAPTCHA_KEY.to_owned())
-}
 
 #[tokio::test]
 async fn an_open_circuit_stops_calling_geetest_and_a_probe_closes_it() {
@@ -38,7 +24,7 @@ async fn an_open_circuit_stops_calling_geetest_and_a_probe_closes_it() {
         .set_behaviour(Behaviour::Slow(Duration::from_secs(2)));
     for _ in 0..3 {
         let e = client
-            .validate(CAPTCHA_ID, &key(), &proof(&sim.mint(CAPTCHA_ID)))
+            .validate(CAPTCHA_ID, &captcha_key(), &sim.mint(CAPTCHA_ID).proof())
             .await
             .unwrap_err();
         assert!(matches!(e, ValidateError::Timeout), "{e}");
@@ -49,7 +35,7 @@ async fn an_open_circuit_stops_calling_geetest_and_a_probe_closes_it() {
     let started = std::time::Instant::now();
     for _ in 0..20 {
         let e = client
-            .validate(CAPTCHA_ID, &key(), &proof(&sim.mint(CAPTCHA_ID)))
+            .validate(CAPTCHA_ID, &captcha_key(), &sim.mint(CAPTCHA_ID).proof())
             .await
             .unwrap_err();
         assert!(matches!(e, ValidateError::CircuitOpen), "{e}");
@@ -68,7 +54,7 @@ async fn an_open_circuit_stops_calling_geetest_and_a_probe_closes_it() {
     sim.sim.set_behaviour(Behaviour::Normal);
     tokio::time::sleep(Duration::from_millis(600)).await;
     let verdict = client
-        .validate(CAPTCHA_ID, &key(), &proof(&sim.mint(CAPTCHA_ID)))
+        .validate(CAPTCHA_ID, &captcha_key(), &sim.mint(CAPTCHA_ID).proof())
         .await
         .unwrap();
     assert!(matches!(verdict, Verdict::Pass { .. }));
@@ -88,14 +74,14 @@ async fn backup_servers_are_tried_in_order_on_transport_failure() {
     ];
     let client = ValidateClient::new(&servers, Duration::from_secs(2));
     let verdict = client
-        .validate(CAPTCHA_ID, &key(), &proof(&sim.mint(CAPTCHA_ID)))
+        .validate(CAPTCHA_ID, &captcha_key(), &sim.mint(CAPTCHA_ID).proof())
         .await
         .unwrap();
     assert!(matches!(verdict, Verdict::Pass { .. }));
     assert_eq!(sim.sim.stats().validations, 1, "the backup answered");
 
     // A GeeTest verdict is final: no second server is asked about a fail.
-    let mut forged = proof(&sim.mint(CAPTCHA_ID));
+    let mut forged = sim.mint(CAPTCHA_ID).proof();
     forged.pass_token = "ab".repeat(32);
     let other = Sim::start().await;
     let client = ValidateClient::new(
@@ -103,7 +89,7 @@ async fn backup_servers_are_tried_in_order_on_transport_failure() {
         Duration::from_secs(2),
     );
     assert!(matches!(
-        client.validate(CAPTCHA_ID, &key(), &forged).await,
+        client.validate(CAPTCHA_ID, &captcha_key(), &forged).await,
         Ok(Verdict::Fail { .. })
     ));
     assert_eq!(other.sim.stats().validations, 0);

@@ -8,21 +8,8 @@ use std::time::Duration;
 
 use common::*;
 use gatekeeper::config::CaptchaKey;
-use gatekeeper::geetest::{Proof, ValidateClient, ValidateError, Verdict, sign_token};
+use gatekeeper::geetest::{ValidateClient, ValidateError, Verdict, sign_token};
 use gatekeeper::sim::Behaviour;
-
-fn proof(p: &ProofFields) -> Proof {
-    Proof {
-        lot_number: p.lot_number.clone(),
-        captcha_output: p.captcha_output.clone(),
-        pass_token: p.pass_token.clone(),
-        gen_time: p.gen_time.clone(),
-    }
-}
-
-fn key() -> CaptchaKey {
-    CaptchaKey::new(CAPTCHA_KEY.to_owned())
-}
 
 async fn client(sim: &Sim, timeout: Duration) -> ValidateClient {
     ValidateClient::new(&[sim.url().parse().unwrap()], timeout)
@@ -47,12 +34,12 @@ async fn raw_validate(sim: &Sim, method: &str, query: &str, body: &str) -> serde
 async fn a_minted_proof_passes_once_and_then_expires() {
     let sim = Sim::start().await;
     let c = client(&sim, Duration::from_secs(2)).await;
-    let p = proof(&sim.mint(CAPTCHA_ID));
+    let p = sim.mint(CAPTCHA_ID).proof();
     assert!(
-        matches!(c.validate(CAPTCHA_ID, &key(), &p).await, Ok(Verdict::Pass { captcha_args }) if captcha_args["lot_number"] == p.lot_number.as_str())
+        matches!(c.validate(CAPTCHA_ID, &captcha_key(), &p).await, Ok(Verdict::Pass { captcha_args }) if captcha_args["lot_number"] == p.lot_number.as_str())
     );
     assert_eq!(
-        c.validate(CAPTCHA_ID, &key(), &p).await.unwrap(),
+        c.validate(CAPTCHA_ID, &captcha_key(), &p).await.unwrap(),
         Verdict::Fail {
             reason: "pass_token expire".into()
         }
@@ -63,7 +50,7 @@ async fn a_minted_proof_passes_once_and_then_expires() {
 async fn a_wrong_key_is_a_sign_token_error_and_a_forged_pass_token_a_pass_token_error() {
     let sim = Sim::start().await;
     let c = client(&sim, Duration::from_secs(2)).await;
-    let p = proof(&sim.mint(CAPTCHA_ID));
+    let p = sim.mint(CAPTCHA_ID).proof();
     let wrong = CaptchaKey::new(OTHER_KEY.to_owned());
     assert_eq!(
         c.validate(CAPTCHA_ID, &wrong, &p).await.unwrap(),
@@ -74,14 +61,16 @@ async fn a_wrong_key_is_a_sign_token_error_and_a_forged_pass_token_a_pass_token_
     let mut forged = p.clone();
     forged.pass_token = "ab".repeat(32);
     assert_eq!(
-        c.validate(CAPTCHA_ID, &key(), &forged).await.unwrap(),
+        c.validate(CAPTCHA_ID, &captcha_key(), &forged)
+            .await
+            .unwrap(),
         Verdict::Fail {
             reason: "pass_token error".into()
         }
     );
     // Neither consumed the proof.
     assert!(matches!(
-        c.validate(CAPTCHA_ID, &key(), &p).await,
+        c.validate(CAPTCHA_ID, &captcha_key(), &p).await,
         Ok(Verdict::Pass { .. })
     ));
 }
@@ -154,7 +143,7 @@ async fn get_with_query_parameters_and_percent_encoded_forms_both_work() {
     );
     let c = client(&sim, Duration::from_secs(2)).await;
     assert!(matches!(
-        c.validate(CAPTCHA_ID, &key(), &proof(&p)).await,
+        c.validate(CAPTCHA_ID, &captcha_key(), &p.proof()).await,
         Ok(Verdict::Pass { .. })
     ));
     let record = sim.sim.stats().records.pop().unwrap();
@@ -171,34 +160,34 @@ async fn get_with_query_parameters_and_percent_encoded_forms_both_work() {
 async fn outages_map_to_the_four_kinds_of_validate_error() {
     let sim = Sim::start().await;
     let c = client(&sim, Duration::from_millis(300)).await;
-    let p = proof(&sim.mint(CAPTCHA_ID));
+    let p = sim.mint(CAPTCHA_ID).proof();
     sim.sim
         .set_behaviour(Behaviour::Slow(Duration::from_secs(2)));
     assert!(matches!(
-        c.validate(CAPTCHA_ID, &key(), &p).await,
+        c.validate(CAPTCHA_ID, &captcha_key(), &p).await,
         Err(ValidateError::Timeout)
     ));
     sim.sim.set_behaviour(Behaviour::Garbage);
     assert!(matches!(
-        c.validate(CAPTCHA_ID, &key(), &p).await,
+        c.validate(CAPTCHA_ID, &captcha_key(), &p).await,
         Err(ValidateError::Unparsable(_))
     ));
     sim.sim.set_behaviour(Behaviour::Http500);
     assert!(
-        matches!(c.validate(CAPTCHA_ID, &key(), &p).await, Err(ValidateError::Status(s)) if s == 500)
+        matches!(c.validate(CAPTCHA_ID, &captcha_key(), &p).await, Err(ValidateError::Status(s)) if s == 500)
     );
     sim.sim.set_behaviour(Behaviour::Drop);
     assert!(matches!(
-        c.validate(CAPTCHA_ID, &key(), &p).await,
+        c.validate(CAPTCHA_ID, &captcha_key(), &p).await,
         Err(ValidateError::Transport(_))
     ));
     sim.sim.set_behaviour(Behaviour::Error);
     assert!(
-        matches!(c.validate(CAPTCHA_ID, &key(), &p).await, Ok(Verdict::Error { code, .. }) if code == "-50000")
+        matches!(c.validate(CAPTCHA_ID, &captcha_key(), &p).await, Ok(Verdict::Error { code, .. }) if code == "-50000")
     );
     sim.sim.set_behaviour(Behaviour::Normal);
     assert!(matches!(
-        c.validate(CAPTCHA_ID, &key(), &p).await,
+        c.validate(CAPTCHA_ID, &captcha_key(), &p).await,
         Ok(Verdict::Pass { .. })
     ));
 }
@@ -208,9 +197,9 @@ async fn the_client_reuses_one_connection_for_many_validations() {
     let sim = Sim::start().await;
     let c = client(&sim, Duration::from_secs(2)).await;
     for _ in 0..200 {
-        let p = proof(&sim.mint(CAPTCHA_ID));
+        let p = sim.mint(CAPTCHA_ID).proof();
         assert!(matches!(
-            c.validate(CAPTCHA_ID, &key(), &p).await,
+            c.validate(CAPTCHA_ID, &captcha_key(), &p).await,
             Ok(Verdict::Pass { .. })
         ));
     }

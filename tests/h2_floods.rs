@@ -123,34 +123,12 @@ fn cut_off(code: Option<u32>, sent: usize, total: usize) -> bool {
     }
 }
 
-struct Target {
-    process: Process,
-    port: u16,
-    _upstream: Upstream,
-    _certs: TestCerts,
-}
-
-async fn target() -> Target {
-    let certs = TestCerts::new();
-    let upstream = Upstream::start().await;
-    let port = free_port();
-    let text = config_text(&certs, upstream.addr, "http://127.0.0.1:9", "").replace(
-        "http = \"127.0.0.1:0\"",
-        &format!("http = \"127.0.0.1:{port}\""),
-    );
-    let path = certs.dir.path().join("gatekeeper.toml");
-    std::fs::write(&path, text).unwrap();
-    let process = Process::spawn(&path, port, &[("RUST_LOG", "warn")]);
-    Target {
-        process,
-        port,
-        _upstream: upstream,
-        _certs: certs,
-    }
+async fn target() -> Binary {
+    Binary::start(&[("RUST_LOG", "warn")]).await
 }
 
 /// After an attack: another client is still served, and memory stayed bounded.
-async fn still_healthy(t: &Target, rss_before_kb: u64, what: &str) {
+async fn still_healthy(t: &Binary, rss_before_kb: u64, what: &str) {
     let raw = raw_exchange(
         ([127, 0, 0, 1], t.port).into(),
         b"GET /after HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",

@@ -12,16 +12,8 @@ use hyper::body::Frame;
 
 #[tokio::test]
 async fn a_100_mb_upload_streams_without_growing_memory_by_its_size() {
-    let certs = TestCerts::new();
-    let upstream = Upstream::start().await;
-    let port = free_port();
-    let text = config_text(&certs, upstream.addr, "http://127.0.0.1:9", "").replace(
-        "http = \"127.0.0.1:0\"",
-        &format!("http = \"127.0.0.1:{port}\""),
-    );
-    let path = certs.dir.path().join("gatekeeper.toml");
-    std::fs::write(&path, text).unwrap();
-    let gk = Process::spawn(&path, port, &[]);
+    let binary = Binary::start(&[]).await;
+    let (gk, port) = (&binary.process, binary.port);
     let before = gk.status_kb("VmRSS");
 
     const CHUNK: usize = 64 * 1024;

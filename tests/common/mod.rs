@@ -277,6 +277,16 @@ pub struct ProofFields {
 }
 
 impl ProofFields {
+    /// The four fields the validate API takes.
+    pub fn proof(&self) -> gatekeeper::geetest::Proof {
+        gatekeeper::geetest::Proof {
+            lot_number: self.lot_number.clone(),
+            captcha_output: self.captcha_output.clone(),
+            pass_token: self.pass_token.clone(),
+            gen_time: self.gen_time.clone(),
+        }
+    }
+
     pub fn pairs(&self) -> [(&'static str, &str); 5] {
         [
             ("lot_number", &self.lot_number),
@@ -298,6 +308,11 @@ impl ProofFields {
     pub fn secrets(&self) -> [&str; 2] {
         [&self.pass_token, &self.captcha_output]
     }
+}
+
+/// The test credential's key.
+pub fn captcha_key() -> gatekeeper::config::CaptchaKey {
+    gatekeeper::config::CaptchaKey::new(CAPTCHA_KEY.to_owned())
 }
 
 // ---------------------------------------------------------------- gatekeeper
@@ -610,6 +625,36 @@ impl Process {
                 return self.child.wait().unwrap();
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The binary in front of its own recording upstream, on the cleartext port
+/// `port` (GeeTest unreachable: for tests that never reach the gate).
+pub struct Binary {
+    pub process: Process,
+    pub port: u16,
+    pub upstream: Upstream,
+    _certs: TestCerts,
+}
+
+impl Binary {
+    pub async fn start(env: &[(&str, &str)]) -> Self {
+        let certs = TestCerts::new();
+        let upstream = Upstream::start().await;
+        let port = free_port();
+        let text = config_text(&certs, upstream.addr, "http://127.0.0.1:9", "").replace(
+            "http = \"127.0.0.1:0\"",
+            &format!("http = \"127.0.0.1:{port}\""),
+        );
+        let path = certs.dir.path().join("gatekeeper.toml");
+        std::fs::write(&path, text).unwrap();
+        let process = Process::spawn(&path, port, env);
+        Self {
+            process,
+            port,
+            upstream,
+            _certs: certs,
         }
     }
 }
