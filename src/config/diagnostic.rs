@@ -92,13 +92,18 @@ impl<'a> Report<'a> {
         line_col(self.text, offset).0
     }
 
+    /// The problems found so far, for a file that cannot be read further.
+    pub(crate) fn into_error(self) -> ConfigError {
+        let mut diagnostics = self.diagnostics;
+        diagnostics.sort_by_key(|d| (d.line, d.col));
+        ConfigError { diagnostics }
+    }
+
     pub(crate) fn finish<T>(self, value: T) -> Result<T, ConfigError> {
         if self.diagnostics.is_empty() {
             Ok(value)
         } else {
-            let mut diagnostics = self.diagnostics;
-            diagnostics.sort_by_key(|d| (d.line, d.col));
-            Err(ConfigError { diagnostics })
+            Err(self.into_error())
         }
     }
 }

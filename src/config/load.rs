@@ -29,7 +29,7 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
         Err(e) => {
             let mut report = Report::new(path, "");
             report.file(format!("cannot read: {e}"));
-            report.finish(Config::placeholder(path))
+            Err(report.into_error())
         }
     }
 }
@@ -42,7 +42,7 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         Ok(table) => table,
         Err(e) => {
             report.at(e.span().unwrap_or(0..0), e.message().trim().to_owned());
-            return report.finish(Config::placeholder(path));
+            return Err(report.into_error());
         }
     };
     unknown_keys(table.get_ref(), &mut report);
@@ -50,7 +50,7 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         Ok(raw) => raw,
         Err(e) => {
             report.at(e.span().unwrap_or(0..0), e.message().trim().to_owned());
-            return report.finish(Config::placeholder(path));
+            return Err(report.into_error());
         }
     };
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -61,56 +61,6 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
     .config(raw, path);
     config.hash = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())[..8]);
     report.finish(config)
-}
-
-impl Config {
-    /// Stands in for a config that failed; never returned to a caller.
-    fn placeholder(path: &Path) -> Self {
-        Self {
-            source: path.to_owned(),
-            server: ServerConfig {
-                https: None,
-                http: None,
-                admin: None,
-                trusted_proxies: Vec::new(),
-                shutdown_timeout: Duration::ZERO,
-                log_level: String::new(),
-            },
-            tls: None,
-            upstream: UpstreamConfig {
-                url: Uri::from_static("http://127.0.0.1"),
-                connect_timeout: Duration::ZERO,
-                timeout: Duration::ZERO,
-            },
-            limits: Limits {
-                max_body: 0,
-                header_read_timeout: Duration::ZERO,
-                handshake_timeout: Duration::ZERO,
-                idle_timeout: Duration::ZERO,
-                max_connections: 0,
-            },
-            throttle: None,
-            geetest: GeetestConfig {
-                api_servers: Vec::new(),
-                breaker_failures: 0,
-                breaker_cooldown: Duration::ZERO,
-                timeout: Duration::ZERO,
-                on_error: OnError::Deny,
-                max_token_age: Duration::ZERO,
-            },
-            captchas: BTreeMap::new(),
-            routes: Vec::new(),
-            replay: ReplayConfig {
-                store: ReplayStoreKind::Memory,
-                ttl: Duration::ZERO,
-                max_entries: 0,
-                key_prefix: String::new(),
-                on_store_error: OnStoreError::Deny,
-                timeout: Duration::ZERO,
-            },
-            hash: String::new(),
-        }
-    }
 }
 
 // ------------------------------------------------------------------ unknown keys
