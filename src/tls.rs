@@ -48,6 +48,6 @@ fn describe(e: &rustls_pki_types::pem::Error) -> String {
     match e {
         Error::Io(io) => io.to_string(),
         Error::NoItemsFound => "no PEM private key found (PKCS#8, PKCS#1 or SEC1)".into(),
-        other => format!("not valid PEM: {other:?}"),
+        other => format!("not valid PEM: {other}"),
     }
 }

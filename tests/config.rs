@@ -311,3 +311,28 @@ fn a_pkcs1_rsa_key_is_accepted() {
     let text = "[server]\nhttps = \"127.0.0.1:8443\"\n[tls]\ncert = \"cert.pem\"\nkey = \"rsa.pem\"\n[upstream]\nurl = \"http://127.0.0.1:3000\"\n";
     parse_str(text, &d.join("gk.toml")).unwrap();
 }
+
+/// Regression: a route host with a port never matched (requests are matched
+/// on the host without its port), so its path went silently ungated.
+#[test]
+fn a_route_host_with_a_port_is_refused() {
+    let msg = only(&minimal(
+        "[[route]]\npath = \"/a\"\nhost = \"www.example.com:8443\"\n",
+    ));
+    assert!(
+        msg.starts_with("12:8: route host \"www.example.com:8443\" must not include a port"),
+        "{msg}"
+    );
+    assert!(
+        only(&minimal(
+            "[[route]]\npath = \"/a\"\nhost = \"not a host\"\n"
+        ))
+        .contains("invalid route host")
+    );
+    let c = parse_str(
+        &minimal("[[route]]\npath = \"/a\"\nhost = \"WWW.Example.com\"\n"),
+        Path::new("gk.toml"),
+    )
+    .unwrap();
+    assert_eq!(c.routes[0].host.as_deref(), Some("www.example.com"));
+}

@@ -690,7 +690,7 @@ impl Loader<'_, '_> {
                     None
                 }
             };
-            let host = r.host.as_ref().map(|h| h.get_ref().to_ascii_lowercase());
+            let host = r.host.as_ref().and_then(|h| self.route_host(h));
             let methods = self.methods(r.methods.as_ref());
             let route_captchas = self.route_captchas(r.captcha.as_ref(), captchas, span.clone());
             let on_error = self.on_error(r.on_error.as_ref(), "route.on_error", default_on_error);
@@ -730,6 +730,32 @@ impl Loader<'_, '_> {
             routes.push((route, line));
         }
         routes.into_iter().map(|(r, _)| r).collect()
+    }
+
+    /// A host name or address without a port: routes match the request's
+    /// host without its port, so a route host with one would never match and
+    /// its path would go ungated.
+    fn route_host(&mut self, v: &Spanned<String>) -> Option<String> {
+        match v.get_ref().parse::<http::uri::Authority>() {
+            Ok(a) if a.port().is_none() && a.as_str() == a.host() => {
+                Some(a.host().to_ascii_lowercase())
+            }
+            Ok(a) if a.port().is_some() => {
+                self.error(
+                    v.span(),
+                    format!(
+                        "route host \"{}\" must not include a port (use \"{}\")",
+                        v.get_ref(),
+                        a.host()
+                    ),
+                );
+                None
+            }
+            _ => {
+                self.error(v.span(), format!("invalid route host \"{}\"", v.get_ref()));
+                None
+            }
+        }
     }
 
     fn route_path(&mut self, v: &Spanned<String>) -> Option<String> {
