@@ -44,10 +44,6 @@ impl RouteTable {
             host_ok && path_ok && route.methods.contains(method)
         })
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
-    }
 }
 
 #[cfg(test)]

@@ -184,8 +184,9 @@ impl Gate {
             .validate
             .validate(&captcha.id, &captcha.key, &proof)
             .await;
-        Metrics::observe(&self.metrics.validate_seconds, started.elapsed());
-        seen.validate_ms = Some(started.elapsed().as_millis() as u64);
+        let validate_time = started.elapsed();
+        Metrics::observe(&self.metrics.validate_seconds, validate_time);
+        seen.validate_ms = Some(validate_time.as_millis() as u64);
         let admitted = |verdict| Admitted {
             body,
             query,

@@ -160,8 +160,9 @@ impl Proxy {
         self.rewrite_request_headers(&mut req, conn, authority.as_ref(), websocket);
         let upstream_started = Instant::now();
         let result = self.upstream.send(req).await;
-        Metrics::observe(&self.metrics.upstream_seconds, upstream_started.elapsed());
-        trace.upstream_ms = Some(upstream_started.elapsed().as_millis() as u64);
+        let upstream_time = upstream_started.elapsed();
+        Metrics::observe(&self.metrics.upstream_seconds, upstream_time);
+        trace.upstream_ms = Some(upstream_time.as_millis() as u64);
         let mut resp = match result {
             Ok(resp) => resp,
             Err(e) => {

@@ -43,11 +43,6 @@ impl FallbackStore {
         }
     }
 
-    /// Operations the shared store failed, since start.
-    pub fn errors(&self) -> u64 {
-        self.errors.get()
-    }
-
     /// Counts and logs a shared-store failure, and says whether to go on locally.
     fn fall_back(&self, op: &'static str, e: &StoreError) -> bool {
         self.errors.inc();

@@ -159,10 +159,6 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
 }
 
 impl RunningServer {
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
-    }
-
     /// Makes the listeners match the current generation's addresses: new or
     /// moved ones are bound (all before any old one is stopped, so a failed
     /// bind changes nothing), unchanged ones are kept open.

@@ -218,14 +218,6 @@ impl Simulator {
         }
     }
 
-    pub fn reset_stats(&self) {
-        self.validations.store(0, Ordering::Relaxed);
-        self.connections.store(0, Ordering::Relaxed);
-        if let Ok(mut r) = self.records.lock() {
-            r.clear();
-        }
-    }
-
     /// GeeTest's secondary validation, in the order observed against the live
     /// service: captcha_id, gen_time, lot_number, sign_token, pass_token, then
     /// single use and expiry.
