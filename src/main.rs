@@ -125,7 +125,19 @@ fn run(args: RunArgs) -> ExitCode {
         }
     };
     init_logging(args.log_format, &config.server.log_level);
-    block_on(async move {
+    // Connections are served by the worker threads `server::start` makes;
+    // this thread keeps the control plane (accepting, signals, reloads).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
         match gatekeeper::server::start(config).await {
             Ok(server) => {
                 server.run_until_signal().await;

@@ -43,6 +43,11 @@ fn defaults_apply_to_a_minimal_file() {
     assert_eq!(c.limits.max_body, 1024 * 1024);
     assert_eq!(c.limits.max_connections, 10_000);
     assert_eq!(
+        c.server.workers,
+        std::thread::available_parallelism().unwrap().get(),
+        "one worker per core"
+    );
+    assert_eq!(
         c.geetest.api_servers[0].to_string(),
         "https://gcaptcha4.geetest.com/"
     );
@@ -86,6 +91,10 @@ fn bad_values_are_located_at_the_value() {
     assert!(
         only(&minimal("[limits]\nmax_connections = 0\n"))
             .starts_with("11:19: limits.max_connections must be a positive")
+    );
+    assert_eq!(
+        only(&minimal("").replace("[server]\n", "[server]\nworkers = 0\n")),
+        "2:11: server.workers must be a positive whole number"
     );
     assert!(
         only(&minimal("[geetest]\non_error = \"maybe\"\n"))

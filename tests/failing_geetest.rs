@@ -19,6 +19,7 @@ async fn an_open_circuit_stops_calling_geetest_and_a_probe_closes_it() {
         Duration::from_millis(300),
         3,
         Duration::from_millis(500),
+        1,
     );
     sim.sim
         .set_behaviour(Behaviour::Slow(Duration::from_secs(2)));

@@ -248,3 +248,45 @@ async fn the_http_control_endpoints_mint_switch_behaviour_and_report() {
     .await;
     assert!(stats.contains("\"connections\":3"), "{stats}");
 }
+
+#[tokio::test]
+async fn batch_minting_gives_distinct_valid_proofs_and_bounds_the_count() {
+    let sim = Sim::start().await;
+    let mint = |query: String| {
+        let wire = format!(
+            "POST /_sim/mint?{query} HTTP/1.1\r\nHost: s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        async move { raw_exchange(sim.addr, wire.as_bytes(), Duration::from_secs(5)).await }
+    };
+    let raw = mint(format!("captcha_id={CAPTCHA_ID}&count=50")).await;
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    let proofs: Vec<serde_json::Value> =
+        serde_json::from_str(raw.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(proofs.len(), 50);
+    let lots: std::collections::HashSet<&str> = proofs
+        .iter()
+        .map(|p| p["lot_number"].as_str().unwrap())
+        .collect();
+    assert_eq!(lots.len(), 50, "every lot_number is new");
+
+    let client = client(&sim, Duration::from_secs(2)).await;
+    for p in [&proofs[0], &proofs[49]] {
+        let proof = gatekeeper::geetest::Proof {
+            lot_number: p["lot_number"].as_str().unwrap().to_owned(),
+            captcha_output: p["captcha_output"].as_str().unwrap().to_owned(),
+            pass_token: p["pass_token"].as_str().unwrap().to_owned(),
+            gen_time: p["gen_time"].as_str().unwrap().to_owned(),
+        };
+        let verdict = client
+            .validate(CAPTCHA_ID, &captcha_key(), &proof)
+            .await
+            .unwrap();
+        assert!(matches!(verdict, Verdict::Pass { .. }), "{verdict:?}");
+    }
+
+    for bad in ["0", "100001", "many"] {
+        let raw = mint(format!("captcha_id={CAPTCHA_ID}&count={bad}")).await;
+        assert!(raw.starts_with("HTTP/1.1 400"), "count={bad}: {raw}");
+        assert!(raw.contains("count must be 1 to 100000"), "{raw}");
+    }
+}

@@ -290,6 +290,8 @@ impl Loader<'_, '_> {
                 }
             },
         };
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let workers = self.positive(raw.workers.as_ref(), "server.workers", cores);
         let listeners = [
             ("server.https", https),
             ("server.http", http),
@@ -327,6 +329,7 @@ impl Loader<'_, '_> {
             trusted_proxies,
             shutdown_timeout,
             log_level,
+            workers,
         }
     }
 

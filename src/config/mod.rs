@@ -56,6 +56,9 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// A tracing filter (`info`, `gatekeeper=debug,info`); `RUST_LOG` wins.
     pub log_level: String,
+    /// Threads serving connections, each with its own runtime
+    /// (default: one per core).
+    pub workers: usize,
 }
 
 /// Paths as written in the file, resolved against the config file's directory.

@@ -20,6 +20,7 @@ pub(super) const SERVER: &[&str] = &[
     "trusted_proxies",
     "shutdown_timeout",
     "log_level",
+    "workers",
 ];
 pub(super) const TLS: &[&str] = &["cert", "key"];
 pub(super) const UPSTREAM: &[&str] = &["url", "connect_timeout", "timeout"];
@@ -94,6 +95,7 @@ pub(super) struct RawServer {
     pub trusted_proxies: S<Vec<Spanned<String>>>,
     pub shutdown_timeout: S<String>,
     pub log_level: S<String>,
+    pub workers: S<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

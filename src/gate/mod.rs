@@ -69,6 +69,7 @@ impl Gate {
                 config.geetest.timeout,
                 config.geetest.breaker_failures,
                 config.geetest.breaker_cooldown,
+                config.server.workers,
             ),
             store,
             metrics,

@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::breaker::{Breaker, Permit};
 use super::{Proof, Verdict, sign_token};
 use crate::config::CaptchaKey;
+use crate::server::workers::PerWorker;
 
 /// GeeTest's answers are small; anything larger is not one.
 const MAX_ANSWER: usize = 64 * 1024;
@@ -56,7 +57,8 @@ pub struct ValidateClient {
 }
 
 struct Inner {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// A pool per worker thread (see `server::workers`).
+    clients: PerWorker<Client<HttpsConnector<HttpConnector>, Full<Bytes>>>,
     /// Tried in order on transport failure.
     servers: Vec<Server>,
     timeout: Duration,
@@ -84,21 +86,24 @@ impl ValidateClient {
     /// A client for `api_servers` (tried in order), with GeeTest's demo
     /// defaults for the breaker: 5 failures open a circuit for 10 s.
     pub fn new(api_servers: &[Uri], timeout: Duration) -> Self {
-        Self::with_breaker(api_servers, timeout, 5, Duration::from_secs(10))
+        Self::with_breaker(api_servers, timeout, 5, Duration::from_secs(10), 1)
     }
 
+    /// `workers`: how many worker threads will call it (one pool each).
     pub fn with_breaker(
         api_servers: &[Uri],
         timeout: Duration,
         failures: u32,
         cooldown: Duration,
+        workers: usize,
     ) -> Self {
-        let connector = crate::server::tls::client_connector(timeout);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+        let clients = PerWorker::new(workers, || {
+            Client::builder(TokioExecutor::new())
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .build(crate::server::tls::client_connector(timeout))
+        });
         let servers = api_servers
             .iter()
             .map(|uri| Server {
@@ -108,7 +113,7 @@ impl ValidateClient {
             .collect();
         Self {
             inner: Arc::new(Inner {
-                client,
+                clients,
                 servers,
                 timeout,
             }),
@@ -191,7 +196,8 @@ impl ValidateClient {
     async fn exchange(&self, req: Request<Full<Bytes>>) -> Result<Verdict, ValidateError> {
         let resp = self
             .inner
-            .client
+            .clients
+            .get()
             .request(req)
             .await
             .map_err(|e| ValidateError::Transport(error_chain(&e)))?;

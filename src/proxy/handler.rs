@@ -56,7 +56,11 @@ impl Proxy {
     pub fn new(config: &Config, gate: Gate, metrics: Arc<Metrics>) -> Self {
         Self {
             routes: RouteTable::new(config.routes.clone()),
-            upstream: Upstream::new(&config.upstream, config.limits.idle_timeout),
+            upstream: Upstream::new(
+                &config.upstream,
+                config.limits.idle_timeout,
+                config.server.workers,
+            ),
             gate,
             trusted_proxies: config.server.trusted_proxies.clone(),
             metrics,

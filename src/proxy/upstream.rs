@@ -1,5 +1,6 @@
 //! The forwarder: one pooled keep-alive client to the upstream application.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -12,6 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::ProxyBody;
 use crate::config::UpstreamConfig;
+use crate::server::workers::PerWorker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -35,7 +37,8 @@ impl UpstreamError {
 
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
+    /// A pool per worker thread (see `server::workers`).
+    clients: Arc<PerWorker<Client<HttpsConnector<HttpConnector>, ProxyBody>>>,
     scheme: Scheme,
     authority: Authority,
     timeout: Duration,
@@ -48,15 +51,17 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// `pool_idle` bounds how long an unused pooled connection is kept.
-    pub fn new(config: &UpstreamConfig, pool_idle: Duration) -> Self {
-        let connector = crate::server::tls::client_connector(config.connect_timeout);
-        // The pool's idle timeout only runs with a timer (hyper-util's legacy client).
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(pool_idle)
-            .timer(TokioTimer::new())
-            .build(connector);
+    /// `pool_idle` bounds how long an unused pooled connection is kept;
+    /// `workers` is how many worker threads will call it (one pool each).
+    pub fn new(config: &UpstreamConfig, pool_idle: Duration, workers: usize) -> Self {
+        let clients = PerWorker::new(workers, || {
+            // The pool's idle timeout only runs with a timer (hyper-util's legacy client).
+            Client::builder(TokioExecutor::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(pool_idle)
+                .timer(TokioTimer::new())
+                .build(crate::server::tls::client_connector(config.connect_timeout))
+        });
         let scheme = config.url.scheme().cloned().unwrap_or(Scheme::HTTP);
         let authority = config
             .url
@@ -64,7 +69,7 @@ impl Upstream {
             .cloned()
             .unwrap_or_else(|| Authority::from_static("127.0.0.1"));
         Self {
-            client,
+            clients: Arc::new(clients),
             scheme,
             authority,
             timeout: config.timeout,
@@ -93,7 +98,7 @@ impl Upstream {
         };
         // The upstream leg is HTTP/1.1 whatever the client spoke.
         *req.version_mut() = Version::HTTP_11;
-        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+        match tokio::time::timeout(self.timeout, self.clients.get().request(req)).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(UpstreamError::Unreachable(e)),
             Err(_) => Err(UpstreamError::Timeout(self.timeout)),

@@ -10,6 +10,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use super::connection::{self, Protocol};
+use super::workers::Workers;
 use super::{Live, Shared, StartError, admin};
 use crate::proxy::ConnInfo;
 
@@ -36,6 +37,7 @@ pub struct Context {
     pub shared: Arc<Shared>,
     pub connections: Arc<Semaphore>,
     pub drain: watch::Receiver<bool>,
+    pub workers: Workers,
 }
 
 #[derive(Debug)]
@@ -106,13 +108,24 @@ async fn accept_loop(tcp: TcpListener, role: Role, ctx: Context, mut stop: watch
             _ = stop.changed() => return,
         };
         let _ = stream.set_nodelay(true);
+        // The socket moves to the chosen worker's reactor (see `workers`).
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(peer = %peer, error = %e, "cannot hand the connection to a worker");
+                continue;
+            }
+        };
         let info = ConnInfo {
             peer,
             scheme: role.label(),
         };
         let (live, shared, drain) = (ctx.live.clone(), ctx.shared.clone(), ctx.drain.clone());
-        tokio::spawn(async move {
+        ctx.workers.spawn(async move {
             let _permit = permit;
+            let Ok(stream) = TcpStream::from_std(stream) else {
+                return;
+            };
             match role {
                 Role::Https => serve_tls(stream, info, live, shared, drain).await,
                 _ => {

@@ -14,6 +14,7 @@ mod inspect;
 mod listener;
 pub mod tls;
 mod watch_certs;
+pub mod workers;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -31,6 +32,7 @@ use crate::metrics::{Metrics, ResultLabels};
 use crate::proxy::Proxy;
 use crate::replay::{FallbackStore, MemoryStore, RedisStore, ReplayStore};
 use listener::{Listener, Role};
+use workers::{WorkerThreads, Workers};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -43,6 +45,8 @@ pub enum StartError {
     Tls(String),
     #[error("{0}")]
     Store(String),
+    #[error("cannot start the worker threads: {0}")]
+    Workers(std::io::Error),
 }
 
 /// State kept for the life of the process, across reloads.
@@ -85,6 +89,9 @@ pub struct RunningServer {
     connections: Arc<Semaphore>,
     max_connections: u32,
     cert_watch: tokio::task::JoinHandle<()>,
+    workers: Workers,
+    /// Declared last: the worker threads stop when everything else is gone.
+    _worker_threads: WorkerThreads,
 }
 
 fn build_store(
@@ -137,6 +144,9 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let max_connections = u32::try_from(config.limits.max_connections).unwrap_or(u32::MAX);
     let generation = generation(config, &shared)?;
     shared.metrics.set_config_hash(&generation.config.hash);
+    let (workers, worker_threads) = workers::start(generation.config.server.workers)
+        .await
+        .map_err(StartError::Workers)?;
     let live: Live = Arc::new(ArcSwap::from_pointee(generation));
     let (drain, _) = watch::channel(false);
     let mut server = RunningServer {
@@ -150,6 +160,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         drain,
         connections: Arc::new(Semaphore::new(max_connections as usize)),
         max_connections,
+        workers,
+        _worker_threads: worker_threads,
     };
     server.bind_listeners().await?;
     server.shared.ready.store(true, Ordering::Release);
@@ -181,6 +193,7 @@ impl RunningServer {
                         shared: self.shared.clone(),
                         connections: self.connections.clone(),
                         drain: self.drain.subscribe(),
+                        workers: self.workers.clone(),
                     };
                     Some(Listener::bind(role, addr, ctx).await?)
                 }
@@ -234,6 +247,9 @@ impl RunningServer {
         }
         if config.limits.max_connections != old.limits.max_connections {
             warn!("limits.max_connections takes effect at the next restart");
+        }
+        if config.server.workers != old.server.workers {
+            warn!("server.workers takes effect at the next restart");
         }
         let next = generation(config, &self.shared).map_err(|e| e.to_string())?;
         let hash = next.config.hash.clone();

@@ -9,7 +9,7 @@
 //! | endpoint | what |
 //! |---|---|
 //! | `GET/POST /validate` | GeeTest's secondary validation |
-//! | `GET/POST /_sim/mint?captcha_id=ID` | a fresh proof: the five fields as JSON |
+//! | `GET/POST /_sim/mint?captcha_id=ID` | a fresh proof: the five fields as JSON (`&count=N`: an array of N) |
 //! | `POST /_sim/behaviour` | `{"mode": "normal|slow|fail|error|garbage|http500|drop", "delay_ms": N}` |
 //! | `GET /_sim/stats` | validations, accepted connections, recent validations |
 //! | `GET /gt4.js` | a stand-in for GeeTest's browser widget, same API |

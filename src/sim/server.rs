@@ -19,6 +19,8 @@ use super::state::{Behaviour, Simulator, ValidateRecord};
 use super::{DEMO_CAPTCHA_ID, DEMO_CAPTCHA_KEY, SimArgs};
 
 const MAX_BODY: usize = 64 * 1024;
+/// The most proofs one `/_sim/mint?count=N` makes.
+const MAX_MINT_BATCH: usize = 100_000;
 
 /// An answer, or `Err` to drop the connection without one.
 pub type Answer = Result<Response<Full<Bytes>>, std::io::Error>;
@@ -78,12 +80,32 @@ pub async fn handle(sim: Arc<Simulator>, req: Request<Incoming>) -> Answer {
                 .get("captcha_id")
                 .map(String::as_str)
                 .unwrap_or(DEMO_CAPTCHA_ID);
-            Ok(match sim.mint(id) {
-                Some(proof) => json_response(StatusCode::OK, &json!(proof)),
-                None => json_response(
+            let unknown = || {
+                json_response(
                     StatusCode::NOT_FOUND,
                     &json!({"error": "unknown captcha_id"}),
-                ),
+                )
+            };
+            // `count=N` mints N proofs at once (a JSON array), for load tests.
+            let Some(count) = params.get("count") else {
+                return Ok(match sim.mint(id) {
+                    Some(proof) => json_response(StatusCode::OK, &json!(proof)),
+                    None => unknown(),
+                });
+            };
+            let count = match count.parse::<usize>() {
+                Ok(n @ 1..=MAX_MINT_BATCH) => n,
+                _ => {
+                    return Ok(json_response(
+                        StatusCode::BAD_REQUEST,
+                        &json!({"error": format!("count must be 1 to {MAX_MINT_BATCH}")}),
+                    ));
+                }
+            };
+            let proofs: Option<Vec<_>> = (0..count).map(|_| sim.mint(id)).collect();
+            Ok(match proofs {
+                Some(proofs) => json_response(StatusCode::OK, &json!(proofs)),
+                None => unknown(),
             })
         }
         (Method::POST, "/_sim/behaviour") => {
