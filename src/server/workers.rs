@@ -148,7 +148,7 @@ mod tests {
 
     #[tokio::test]
     async fn connections_spread_over_the_workers_and_each_runs_on_its_own_thread() {
-        let (workers, threads) = start(2).await.unwrap();
+        let (workers, threads) = start(2).await.expect("workers start");
         let (report, mut reports) = tokio::sync::mpsc::unbounded_channel();
         let (release, released) = tokio::sync::watch::channel(false);
         for _ in 0..4 {
@@ -166,7 +166,7 @@ mod tests {
         }
         let mut seen = Vec::new();
         for _ in 0..4 {
-            seen.push(reports.recv().await.unwrap());
+            seen.push(reports.recv().await.expect("a report"));
         }
         seen.sort();
         assert_eq!(
@@ -184,7 +184,7 @@ mod tests {
 
     #[tokio::test]
     async fn per_worker_gives_each_thread_its_own_value() {
-        let (workers, _threads) = start(2).await.unwrap();
+        let (workers, _threads) = start(2).await.expect("workers start");
         let values = Arc::new(PerWorker::new(2, {
             let mut n = 0;
             move || {
@@ -200,7 +200,10 @@ mod tests {
                 let _ = report.send(*values.get());
             });
         }
-        let mut seen = [reports.recv().await.unwrap(), reports.recv().await.unwrap()];
+        let mut seen = [
+            reports.recv().await.expect("a report"),
+            reports.recv().await.expect("a report"),
+        ];
         seen.sort();
         assert_eq!(seen, [2, 3]);
     }
