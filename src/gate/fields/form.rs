@@ -9,10 +9,13 @@ pub(super) fn strip(input: &[u8], found: &mut Found) -> Result<Option<Vec<u8>>, 
     let mut kept: Vec<&[u8]> = Vec::new();
     let mut removed = false;
     for segment in input.split(|b| *b == b'&') {
-        // form_urlencoded decodes `+` and percent escapes as browsers encode them.
-        let pair = form_urlencoded::parse(segment).next();
-        let is_captcha = match pair {
-            Some((name, value)) => found.offer(&name, || {
+        // Only the name is decoded first: a long value of some other field
+        // is never looked at. form_urlencoded decodes `+` and percent escapes
+        // as browsers encode them.
+        let raw_name = segment.split(|b| *b == b'=').next().unwrap_or_default();
+        let is_captcha = match form_urlencoded::parse(raw_name).next() {
+            Some((name, _)) => found.offer(&name, || {
+                let (_, value) = form_urlencoded::parse(segment).next().unwrap_or_default();
                 if value.contains('\u{FFFD}') {
                     return Err(FieldError::Malformed(format!("{name} is not valid UTF-8")));
                 }
@@ -64,6 +67,13 @@ mod tests {
         let mut found = Found::default();
         let err = strip(b"lot_number=a&lot_number=b", &mut found).expect_err("duplicate");
         assert_eq!(err, FieldError::Malformed("duplicate lot_number".into()));
+    }
+
+    #[test]
+    fn a_value_holding_equals_signs_is_kept_whole() {
+        let (out, found) = run("pass_token=a%3Db=c&x=y=z");
+        assert_eq!(out, "x=y=z");
+        assert_eq!(found.values[2].as_deref(), Some("a=b=c"));
     }
 
     #[test]
