@@ -16,6 +16,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use futures_util::FutureExt;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
@@ -108,19 +109,31 @@ impl Workers {
             .min_by_key(|&i| self.workers[i].open.load(Ordering::Relaxed))
             .unwrap_or(0);
         self.workers[chosen].open.fetch_add(1, Ordering::Relaxed);
-        let workers = self.workers.clone();
-        self.workers[chosen].handle.spawn(async move {
-            let _open = Open(&workers[chosen]);
-            connection.await;
-        });
+        let open = Open {
+            workers: self.workers.clone(),
+            index: chosen,
+        };
+        // `map` rather than an async block: an async block would hold the
+        // connection future twice (as captured and as awaited), doubling
+        // every connection's task.
+        self.workers[chosen]
+            .handle
+            .spawn(connection.map(move |()| drop(open)));
     }
 }
 
-struct Open<'a>(&'a Worker);
+/// Counts a connection as open on its worker until dropped (when the
+/// connection ends, or is cut by the worker's shutdown).
+struct Open {
+    workers: Arc<[Worker]>,
+    index: usize,
+}
 
-impl Drop for Open<'_> {
+impl Drop for Open {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.workers[self.index]
+            .open
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
