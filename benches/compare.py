@@ -5,13 +5,18 @@
     python3 benches/compare.py --quick    # 3 s per measurement instead of 10
     python3 benches/compare.py --binary PATH   # measure another build (A/B)
 
-Starts a fast fixed-response upstream (nginx, 1 KiB answers), nginx as the
-proxy to compare with (same certificate and TLS versions, HTTP/2, keep-alive
-pool to the upstream, one worker per core), the GeeTest simulator, and
-gatekeeper; then measures each scenario against each target alternately and
-prints a table of figures and ratios, also written to target/bench/compare.md.
+Starts a fast fixed-response upstream (an nginx of its own, 1 KiB answers),
+nginx as the proxy to compare with (same certificate and TLS versions, HTTP/2,
+keep-alive pool to the upstream, one worker per core), the GeeTest simulator,
+and gatekeeper; then measures each scenario against each target alternately
+and prints a table of figures and ratios, also written to
+target/bench/compare.md. Besides requests per second it reports the CPU time
+each proxy spent per request (user + system, from /proc): on a small machine
+that the load generator shares, that is the steadier measure of efficiency.
 Needs Debian's nginx, wrk and nghttp2-client (h2load).
 """
+import asyncio
+import resource
 import json
 import os
 import re
@@ -30,6 +35,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = "--quick" in sys.argv
 BINARY = sys.argv[sys.argv.index("--binary") + 1] if "--binary" in sys.argv else None
 DURATION = 3 if QUICK else 10
+IDLE_CONNECTIONS = 10000
 CAPTCHA_ID = "647f5ed2ed8acb4be36784e01556bb71"
 CAPTCHA_KEY = "b09a7aafbfd83f73b35a9b530d0337bf"
 
@@ -96,11 +102,64 @@ def wrk(url, script=None, conns=64):
 
 
 def h2load(url):
-    n = 20000 if QUICK else 100000
+    n = 30000 if QUICK else 200000
     out = run(["h2load", "-n", str(n), "-c", "8", "-m", "8", url]).stdout
     rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
     ok = re.search(r"status codes: (\d+) 2xx", out)
-    return {"rps": rps, "ok": int(ok.group(1)) if ok else 0}
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done", out)
+    return {"rps": rps, "ok": int(ok.group(1)) if ok else 0, "requests": int(done.group(1)) if done else 0}
+
+
+def cpu_seconds(pids):
+    """User + system CPU time of these processes (all their threads)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def measured(pids, run_load):
+    """Runs a load and adds the CPU microseconds `pids` spent per request."""
+    before = cpu_seconds(pids)
+    result = run_load()
+    result["cpu_us"] = (cpu_seconds(pids) - before) * 1e6 / max(1, result["requests"])
+    return result
+
+
+async def open_idle(port, count):
+    """`count` TLS keep-alive connections, each after one request: idle clients."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    opening = asyncio.Semaphore(100)
+    conns = []
+
+    async def one():
+        async with opening:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+            writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(1024)
+            conns.append(writer)
+
+    await asyncio.gather(*(one() for _ in range(count)))
+    return conns
+
+
+def idle_memory(port, pids, count):
+    """Resident memory (MB) of `pids` while `count` idle TLS connections are open."""
+    async def go():
+        conns = await open_idle(port, count)
+        await asyncio.sleep(1)
+        rss = rss_kb(pids) / 1024
+        for w in conns:
+            w.close()
+        return rss
+    return asyncio.run(go())
 
 
 def parse_ms(text):
@@ -149,11 +208,33 @@ def latency(host, port, tls, path="/", n=1000, rate=200):
     return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
 
 
+NGINX_COMMON = """
+worker_processes auto;
+daemon off;
+pid {work}/{name}.pid;
+error_log {work}/{name}.error.log crit;
+worker_rlimit_nofile 20000;
+events {{ worker_connections 16384; }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/body; proxy_temp_path {work}/proxy;
+    fastcgi_temp_path {work}/fcgi; uwsgi_temp_path {work}/uwsgi; scgi_temp_path {work}/scgi;
+    keepalive_requests 1000000;
+{servers}
+}}
+"""
+
+
 def main():
     for tool in ["nginx", "wrk", "h2load"]:
         if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
             sys.exit(f"{tool} is needed: apt-get install nginx-light wrk nghttp2-client")
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    # Room for scenario 7's idle connections, in this process and the servers.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard < IDLE_CONNECTIONS + 1000:
+        sys.exit(f"scenario 7 needs {IDLE_CONNECTIONS + 1000} open files; the hard limit is {hard}")
     if BINARY:
         gk_bin = os.path.abspath(BINARY)
     else:
@@ -167,24 +248,15 @@ def main():
                         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
         up, ngx, gk, sim = free_port(), free_port(), free_port(), free_port()
         body = "x" * 1024
-        with open(f"{work}/nginx.conf", "w") as f:
-            f.write(f"""
-worker_processes auto;
-daemon off;
-pid {work}/nginx.pid;
-error_log {work}/error.log crit;
-worker_rlimit_nofile 65536;
-events {{ worker_connections 16384; }}
-http {{
-    access_log off;
-    client_body_temp_path {work}/body; proxy_temp_path {work}/proxy;
-    fastcgi_temp_path {work}/fcgi; uwsgi_temp_path {work}/uwsgi; scgi_temp_path {work}/scgi;
-    keepalive_requests 1000000;
-    upstream app {{ server 127.0.0.1:{up}; keepalive 128; }}
+        with open(f"{work}/upstream.conf", "w") as f:
+            f.write(NGINX_COMMON.format(work=work, name="upstream", servers=f"""
     server {{
         listen 127.0.0.1:{up};
         location / {{ return 200 "{body}"; }}
-    }}
+    }}"""))
+        with open(f"{work}/proxy.conf", "w") as f:
+            f.write(NGINX_COMMON.format(work=work, name="proxy", servers=f"""
+    upstream app {{ server 127.0.0.1:{up}; keepalive 128; }}
     server {{
         listen 127.0.0.1:{ngx} ssl http2;
         ssl_certificate {work}/cert.pem;
@@ -198,9 +270,7 @@ http {{
             proxy_set_header Host $host;
             proxy_set_header X-Forwarded-For $remote_addr;
         }}
-    }}
-}}
-""")
+    }}"""))
         with open(f"{work}/gatekeeper.toml", "w") as f:
             f.write(f"""
 [server]
@@ -222,10 +292,12 @@ max_entries = 5000000
 [[route]]
 path = "/gated"
 """)
-        start = time.perf_counter()
-        procs.append(subprocess.Popen([nginx, "-c", f"{work}/nginx.conf", "-p", work]))
-        procs.append(subprocess.Popen([gk_bin, "sim", "--listen", f"127.0.0.1:{sim}", "--captcha", f"{CAPTCHA_ID}:{CAPTCHA_KEY}"],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(subprocess.Popen([nginx, "-c", f"{work}/upstream.conf", "-p", work]))
+        ngx_proc = subprocess.Popen([nginx, "-c", f"{work}/proxy.conf", "-p", work])
+        procs.append(ngx_proc)
+        sim_proc = subprocess.Popen([gk_bin, "sim", "--listen", f"127.0.0.1:{sim}", "--captcha", f"{CAPTCHA_ID}:{CAPTCHA_KEY}"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(sim_proc)
         gk_start = time.perf_counter()
         gk_proc = subprocess.Popen([gk_bin, "run", "-c", f"{work}/gatekeeper.toml"], env={**os.environ, "RUST_LOG": "warn"},
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -234,27 +306,40 @@ path = "/gated"
         startup_ms = (time.perf_counter() - gk_start) * 1000
         for p in (up, ngx, sim):
             wait_for(p)
+        time.sleep(0.5)
 
         rows = []
-        targets = {"gatekeeper": gk, "nginx": ngx}
+        # name: (port, the processes whose CPU time and memory count)
+        targets = {"gatekeeper": (gk, [gk_proc.pid]), "nginx": (ngx, child_pids(ngx_proc.pid))}
+        gk_pids = targets["gatekeeper"][1]
+
+        def both(load):
+            return {name: measured(pids, lambda: load(port)) for name, (port, pids) in targets.items()}
+
+        def cpu_row(title, results):
+            return (title, results["gatekeeper"]["cpu_us"], results["nginx"]["cpu_us"], None)
 
         # 1. HTTPS HTTP/1.1 GET, 1 KiB, 64 keep-alive connections.
-        r1 = {name: wrk(f"https://127.0.0.1:{port}/") for name, port in targets.items()}
+        r1 = both(lambda port: wrk(f"https://127.0.0.1:{port}/"))
         r1["direct"] = wrk(f"http://127.0.0.1:{up}/")
         rows.append(("1. HTTPS h1 GET 1 KiB, 64 conns (req/s)", r1["gatekeeper"]["rps"], r1["nginx"]["rps"], r1["direct"]["rps"]))
         rows.append(("1. p99 latency (ms)", r1["gatekeeper"]["p99_ms"], r1["nginx"]["p99_ms"], r1["direct"]["p99_ms"]))
+        rows.append(cpu_row("1. proxy CPU per request (µs)", r1))
 
         # 2. HTTPS HTTP/2 GET, 64 streams over 8 connections.
-        r2 = {name: h2load(f"https://127.0.0.1:{port}/") for name, port in targets.items()}
+        r2 = both(lambda port: h2load(f"https://127.0.0.1:{port}/"))
         rows.append(("2. HTTPS h2 GET, 8 conns x 8 streams (req/s)", r2["gatekeeper"]["rps"], r2["nginx"]["rps"], None))
+        rows.append(cpu_row("2. proxy CPU per request (µs)", r2))
 
         # 3. HTTPS POST of a 2 KiB form, ungated.
         form = urllib.parse.urlencode({"user": "alice", "text": "y" * 2000})
         post_lua = f"{work}/post.lua"
         with open(post_lua, "w") as f:
             f.write(f'wrk.method = "POST"\nwrk.body = "{form}"\nwrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n')
-        r3 = {name: wrk(f"https://127.0.0.1:{port}/form", post_lua) for name, port in targets.items()}
+        r3 = both(lambda port: wrk(f"https://127.0.0.1:{port}/form", post_lua))
         rows.append(("3. HTTPS POST 2 KiB form, ungated (req/s)", r3["gatekeeper"]["rps"], r3["nginx"]["rps"], None))
+        rows.append(("3. p99 latency (ms)", r3["gatekeeper"]["p99_ms"], r3["nginx"]["p99_ms"], None))
+        rows.append(cpu_row("3. proxy CPU per request (µs)", r3))
 
         # 4. Gated POSTs, each with a fresh valid proof minted ahead of the run.
         conn = http.client.HTTPConnection("127.0.0.1", sim)
@@ -276,7 +361,9 @@ path = "/gated"
             f.write(GATED_LUA.replace("PROOFS", proofs).replace("FORM", form))
         conn.request("GET", "/_sim/stats")
         before = json.loads(conn.getresponse().read())
-        r4 = wrk(f"https://127.0.0.1:{gk}/gated", gated_lua)
+        sim_cpu = cpu_seconds([sim_proc.pid])
+        r4 = measured(gk_pids, lambda: wrk(f"https://127.0.0.1:{gk}/gated", gated_lua))
+        sim_cpu = cpu_seconds([sim_proc.pid]) - sim_cpu
         conn.request("GET", "/_sim/stats")
         after = json.loads(conn.getresponse().read())
         validations = after["validations"] - before["validations"]
@@ -284,6 +371,8 @@ path = "/gated"
         passed = r4["rps"] * (1 - r4["non2xx"] / max(1, r4["requests"]))
         rows.append(("4. gated POST, fresh proof each (passed req/s)", passed, None, None))
         rows.append(("4. ratio to gatekeeper's scenario 3", passed / r3["gatekeeper"]["rps"], None, None))
+        rows.append(("4. gatekeeper CPU per request (µs)", r4["cpu_us"], None, None))
+        rows.append(("4. simulator CPU per validation (µs)", sim_cpu * 1e6 / max(1, validations), None, None))
         rows.append(("4. new validate connections per 1,000 validations", 1000 * new_conns / max(1, validations), None, None))
 
         # 5. Gated POSTs that are refused (replays of one used proof).
@@ -292,9 +381,10 @@ path = "/gated"
         replay_lua = f"{work}/replay.lua"
         with open(replay_lua, "w") as f:
             f.write(f'wrk.method = "POST"\nwrk.body = "{replay}"\nwrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n')
-        r5 = wrk(f"https://127.0.0.1:{gk}/gated", replay_lua)
+        r5 = measured(gk_pids, lambda: wrk(f"https://127.0.0.1:{gk}/gated", replay_lua))
         rows.append(("5. gated POST, refused as replays (req/s)", r5["rps"], None, None))
         rows.append(("5. ratio to gatekeeper's scenario 3", r5["rps"] / r3["gatekeeper"]["rps"], None, None))
+        rows.append(("5. gatekeeper CPU per request (µs)", r5["cpu_us"], None, None))
 
         # 6. Latency added at 200 req/s: p50 and p99 (ms), keep-alive.
         l_gk = latency("127.0.0.1", gk, True)
@@ -303,11 +393,14 @@ path = "/gated"
         rows.append(("6. p50 latency at 200 req/s (ms)", l_gk[0], l_ngx[0], l_up[0]))
         rows.append(("6. p99 latency at 200 req/s (ms)", l_gk[1], l_ngx[1], l_up[1]))
 
-        # 7. Startup, binary size, idle resident memory.
+        # 7. Memory with 10,000 idle TLS connections, startup, binary size.
+        idle = IDLE_CONNECTIONS
+        rows.append(("7. resident memory after the runs (MB)", rss_kb(gk_pids) / 1024,
+                     rss_kb(targets["nginx"][1]) / 1024, None))
+        rows.append((f"7. resident memory with {idle:,} idle TLS connections (MB)",
+                     idle_memory(gk, gk_pids, idle), idle_memory(ngx, targets["nginx"][1], idle), None))
         rows.append(("7. startup until listening (ms)", startup_ms, None, None))
         rows.append(("7. binary size (MB)", os.path.getsize(gk_bin) / 1e6, None, None))
-        rows.append(("7. resident memory after the runs (MB)", rss_kb([gk_proc.pid]) / 1024,
-                     rss_kb(child_pids(procs[0].pid)) / 1024, None))
 
         lines = [f"| scenario | gatekeeper | nginx | direct | gatekeeper / nginx |", "|---|---|---|---|---|"]
         for name, g, n, d in rows:
