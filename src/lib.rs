@@ -3,8 +3,10 @@
 //!
 //! A request travels through these modules, in this order:
 //!
-//! 1. [`server`] accepts the connection (TLS via rustls, protocol chosen by
-//!    ALPN), bounds every wait, and hands each request to the proxy.
+//! 1. [`server`] accepts the connection and places it on one of the per-core
+//!    worker runtimes ([`server::workers`]), where it stays: TLS via rustls,
+//!    protocol chosen by ALPN, every wait bounded, each request handed to
+//!    the proxy.
 //! 2. [`proxy::handler`] refuses ambiguous framing
 //!    ([`proxy::headers::framing`]) and asks [`routing`] whether a
 //!    `[[route]]` in `gatekeeper.toml` protects the request.
