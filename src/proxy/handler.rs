@@ -153,10 +153,7 @@ impl Proxy {
         let mut req = match route {
             Some(route) => {
                 let client = client_addr(conn.peer.ip(), req.headers(), &self.trusted_proxies);
-                // Boxed: hyper keeps room for one request future per
-                // connection, sized for the largest path; the gate's is
-                // several times the rest and only gated requests need it.
-                match Box::pin(self.gate.admit(route, req, client)).await {
+                match self.gate.admit(route, req, client).await {
                     Ok(admitted) => admitted,
                     Err(refusal) => return refusal,
                 }

@@ -15,6 +15,7 @@
 //!   (nginx's `send_timeout`) misses a client that reads a few bytes at a time.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -58,14 +59,74 @@ const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
 const H1_MAX_BUF: usize = 64 * 1024;
 const H1_MAX_HEADERS: usize = 100;
 
-pub async fn serve<I>(
+/// The same HTTP/1 settings on hyper's builder and on the auto builder's.
+macro_rules! http1_limits {
+    ($builder:expr) => {
+        $builder
+            .timer(TokioTimer::new())
+            // Timed by the watchdog from a head's first byte instead (see above).
+            .header_read_timeout(None)
+            .max_buf_size(H1_MAX_BUF)
+            .max_headers(H1_MAX_HEADERS)
+    };
+}
+
+/// The same HTTP/2 settings on hyper's builder and on the auto builder's.
+macro_rules! http2_limits {
+    ($builder:expr) => {
+        $builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+            .max_header_list_size(H2_MAX_HEADER_LIST_SIZE)
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+    };
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A served connection of any of hyper's kinds: runs to its end, or is asked
+/// to finish its requests in flight and close.
+trait Serving {
+    fn poll_serve(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>;
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+pin_project! {
+    /// One of hyper's connection kinds and how to ask it to finish.
+    struct Served<C> {
+        #[pin]
+        conn: C,
+        shutdown: fn(Pin<&mut C>),
+    }
+}
+
+impl<C, E> Serving for Served<C>
+where
+    C: Future<Output = Result<(), E>>,
+    E: Into<BoxError>,
+{
+    fn poll_serve(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.project().conn.poll(cx).map_err(Into::into)
+    }
+
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        let this = self.project();
+        (this.shutdown)(this.conn)
+    }
+}
+
+/// Sets the connection up at once and returns the future that serves it.
+/// (Not an `async fn`: its arguments, the socket among them, would be kept
+/// in the future for the connection's whole life.)
+pub fn serve<I>(
     io: I,
     protocol: Protocol,
     info: ConnInfo,
     live: Live,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
-) where
+) -> impl Future<Output = ()> + Send + 'static
+where
     I: AsyncRead + AsyncWrite + Socket + Unpin + Send + 'static,
 {
     let limits = live.load().config.limits.clone();
@@ -100,7 +161,10 @@ pub async fn serve<I>(
                 .then(|| verdicts.next())
                 .flatten();
             async move {
-                let resp = proxy.handle(req, info, wire).await;
+                // Boxed: hyper keeps a slot of this future's size on every
+                // connection, idle or not; boxed, the slot is a pointer and
+                // the request's state exists only while it runs.
+                let resp = Box::pin(proxy.handle(req, info, wire)).await;
                 Ok::<_, Infallible>(resp.map(|body| Tracked {
                     inner: body,
                     _guard: guard,
@@ -109,75 +173,90 @@ pub async fn serve<I>(
         })
     };
 
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // Timed by the watchdog from a head's first byte instead (see above).
-        .header_read_timeout(None)
-        .max_buf_size(H1_MAX_BUF)
-        .max_headers(H1_MAX_HEADERS);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
-        .max_header_list_size(H2_MAX_HEADER_LIST_SIZE)
-        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS);
-    let builder = match protocol {
-        Protocol::Http1 => builder.http1_only(),
-        Protocol::Http2 => builder.http2_only(),
-        Protocol::Cleartext => builder,
+    let io = TokioIo::new(io);
+    // Where TLS has settled the protocol, hyper's own builders serve it. The
+    // auto builder first reads the preface and replays it, which leaves every
+    // HTTP/1 connection holding a 16 KiB read buffer instead of 8 KiB.
+    let mut conn: Pin<Box<dyn Serving + Send>> = match protocol {
+        Protocol::Http1 => {
+            let mut h1 = hyper::server::conn::http1::Builder::new();
+            http1_limits!(h1);
+            Box::pin(Served {
+                conn: h1.serve_connection(io, service).with_upgrades(),
+                shutdown: |c| c.graceful_shutdown(),
+            })
+        }
+        Protocol::Http2 => {
+            let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            http2_limits!(h2);
+            Box::pin(Served {
+                conn: h2.serve_connection(io, service),
+                shutdown: |c| c.graceful_shutdown(),
+            })
+        }
+        Protocol::Cleartext => {
+            let mut auto = auto::Builder::new(TokioExecutor::new());
+            http1_limits!(auto.http1());
+            http2_limits!(auto.http2());
+            Box::pin(Served {
+                conn: auto
+                    .serve_connection_with_upgrades(io, service)
+                    .into_owned(),
+                shutdown: |c| c.graceful_shutdown(),
+            })
+        }
     };
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(conn);
 
-    let mut closing = false;
-    let mut send_rate = SendRate::new(&activity);
-    let tick = (limits.header_read_timeout.min(limits.idle_timeout) / 2)
-        .clamp(Duration::from_millis(50), Duration::from_secs(1));
-    loop {
-        let idle_for = activity.idle_for();
-        let idle_wake =
-            idle_limit(&activity, &limits).saturating_sub(idle_for.unwrap_or(Duration::ZERO));
-        let head_wake = activity
-            .head_for()
-            .map(|head| limits.header_read_timeout.saturating_sub(head))
-            .unwrap_or(Duration::MAX);
-        // Nothing wakes this loop when a request starts or a write stalls, so
-        // it also looks in every `tick`: a deadline is late by at most a tick.
-        let wake_in = idle_wake
-            .min(head_wake)
-            .min(tick)
-            .max(Duration::from_millis(10));
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    debug!(peer = %info.peer, error = %e, "connection ended with an error");
-                }
-                return;
-            }
-            _ = tokio::time::sleep(wake_in) => {
-                if activity.head_for().is_some_and(|head| head >= limits.header_read_timeout) {
-                    debug!(peer = %info.peer, "request head not received in time: dropping the connection");
-                    activity.abort();
+    async move {
+        let _closed = _closed;
+        let mut closing = false;
+        let mut send_rate = SendRate::new(&activity);
+        let tick = (limits.header_read_timeout.min(limits.idle_timeout) / 2)
+            .clamp(Duration::from_millis(50), Duration::from_secs(1));
+        loop {
+            let idle_for = activity.idle_for();
+            let idle_wake =
+                idle_limit(&activity, &limits).saturating_sub(idle_for.unwrap_or(Duration::ZERO));
+            let head_wake = activity
+                .head_for()
+                .map(|head| limits.header_read_timeout.saturating_sub(head))
+                .unwrap_or(Duration::MAX);
+            // Nothing wakes this loop when a request starts or a write stalls, so
+            // it also looks in every `tick`: a deadline is late by at most a tick.
+            let wake_in = idle_wake
+                .min(head_wake)
+                .min(tick)
+                .max(Duration::from_millis(10));
+            tokio::select! {
+                result = std::future::poll_fn(|cx| conn.as_mut().poll_serve(cx)) => {
+                    if let Err(e) = result {
+                        debug!(peer = %info.peer, error = %e, "connection ended with an error");
+                    }
                     return;
                 }
-                if send_rate.too_slow(&activity, limits.idle_timeout) {
-                    debug!(peer = %info.peer, "client reads too slowly: dropping the connection");
-                    activity.abort();
-                    return;
+                _ = tokio::time::sleep(wake_in) => {
+                    if activity.head_for().is_some_and(|head| head >= limits.header_read_timeout) {
+                        debug!(peer = %info.peer, "request head not received in time: dropping the connection");
+                        activity.abort();
+                        return;
+                    }
+                    if send_rate.too_slow(&activity, limits.idle_timeout) {
+                        debug!(peer = %info.peer, "client reads too slowly: dropping the connection");
+                        activity.abort();
+                        return;
+                    }
+                    // Re-read: a request may have been served during the sleep.
+                    let limit = idle_limit(&activity, &limits);
+                    if !closing && activity.idle_for().is_some_and(|idle| idle >= limit) {
+                        debug!(peer = %info.peer, "closing idle connection");
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
                 }
-                // Re-read: a request may have been served during the sleep.
-                let limit = idle_limit(&activity, &limits);
-                if !closing && activity.idle_for().is_some_and(|idle| idle >= limit) {
-                    debug!(peer = %info.peer, "closing idle connection");
+                _ = shutdown.changed(), if !closing => {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
-            }
-            _ = shutdown.changed(), if !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
             }
         }
     }

@@ -156,7 +156,10 @@ async fn serve_tls(
         debug!(peer = %info.peer, error = %why, "TLS handshake failed");
         shared.metrics.tls_handshake_failures.inc();
     };
-    let tls = match tokio::time::timeout(timeout, TlsAcceptor::from(tls).accept(stream)).await {
+    // Boxed: the handshake's state is only needed until it completes, and
+    // would otherwise size every connection's task for its whole life.
+    let handshake = Box::pin(TlsAcceptor::from(tls).accept(stream));
+    let tls = match tokio::time::timeout(timeout, handshake).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => return failed(&e),
         Err(_) => return failed(&"timed out"),

@@ -54,7 +54,11 @@ TOML
 pids+=($!)
 for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$gk") 2>/dev/null && break; sleep 0.1; done
 
-duration=20
+# Long enough for the slowest defence with margin on a loaded machine: a slow
+# reader is judged once per idle_timeout (5 s) window, and the first window
+# rarely counts (socket buffers take megabytes before writes block), so it
+# goes within about three windows of connecting.
+duration=26
 failed=0
 attack() {
     local name=$1 url=$2; shift 2
