@@ -1,10 +1,11 @@
 //! The `gatekeeper` binary: parses the command line and calls the library.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 const EXAMPLES: &str = "\
@@ -66,13 +67,27 @@ enum LogFormat {
 }
 
 /// `RUST_LOG` wins over the configured level.
-fn init_logging(format: LogFormat, level: &str) {
+/// Logs go to stdout from a thread of their own, in batches: at `info` a
+/// line per request written by the workers themselves cost about a fifth of
+/// their CPU time (see README, Performance). Lines are never dropped: when
+/// the writer falls behind, the workers wait. Keep the guard alive until
+/// exit; dropping it writes out what is queued.
+fn init_logging(format: LogFormat, level: &str) -> WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("gatekeeper-log")
+        .finish(std::io::BufWriter::new(std::io::stdout()));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        // Colour codes only for a person at a terminal, not in journald or files.
+        .with_ansi(std::io::stdout().is_terminal());
     match format {
         LogFormat::Pretty => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    guard
 }
 
 fn main() -> ExitCode {
@@ -91,7 +106,7 @@ fn run_tool<E: std::fmt::Display>(
     name: &str,
     fut: impl std::future::Future<Output = Result<(), E>>,
 ) -> ExitCode {
-    init_logging(LogFormat::Pretty, "info");
+    let _log = init_logging(LogFormat::Pretty, "info");
     match block_on(fut) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -124,7 +139,7 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(args.log_format, &config.server.log_level);
+    let _log = init_logging(args.log_format, &config.server.log_level);
     // Connections are served by the worker threads `server::start` makes;
     // this thread keeps the control plane (accepting, signals, reloads).
     let runtime = match tokio::runtime::Builder::new_current_thread()
