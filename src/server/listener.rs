@@ -159,15 +159,20 @@ async fn serve_tls(
     // Boxed: the handshake's state is only needed until it completes, and
     // would otherwise size every connection's task for its whole life.
     let handshake = Box::pin(TlsAcceptor::from(tls).accept(stream));
-    let tls = match tokio::time::timeout(timeout, handshake).await {
-        Ok(Ok(tls)) => tls,
+    // The stream is moved into the connection within this match: a local
+    // still in scope at the `.await` below would keep a copy of its size
+    // (over a kilobyte) in this future for the connection's whole life.
+    let serving = match tokio::time::timeout(timeout, handshake).await {
+        Ok(Ok(tls)) => {
+            // The protocol comes from ALPN, never from sniffing bytes.
+            let protocol = match tls.get_ref().1.alpn_protocol() {
+                Some(b"h2") => Protocol::Http2,
+                _ => Protocol::Http1,
+            };
+            connection::serve(tls, protocol, info, live, shared, drain)
+        }
         Ok(Err(e)) => return failed(&e),
         Err(_) => return failed(&"timed out"),
     };
-    // The protocol comes from ALPN, never from sniffing bytes.
-    let protocol = match tls.get_ref().1.alpn_protocol() {
-        Some(b"h2") => Protocol::Http2,
-        _ => Protocol::Http1,
-    };
-    connection::serve(tls, protocol, info, live, shared, drain).await;
+    serving.await;
 }
