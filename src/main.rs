@@ -107,7 +107,7 @@ fn run_tool<E: std::fmt::Display>(
     fut: impl std::future::Future<Output = Result<(), E>>,
 ) -> ExitCode {
     let _log = init_logging(LogFormat::Pretty, "info");
-    match block_on(fut) {
+    match block_on(tokio::runtime::Builder::new_multi_thread(), fut) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("gatekeeper {name}: {e}");
@@ -142,17 +142,7 @@ fn run(args: RunArgs) -> ExitCode {
     let _log = init_logging(args.log_format, &config.server.log_level);
     // Connections are served by the worker threads `server::start` makes;
     // this thread keeps the control plane (accepting, signals, reloads).
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async move {
+    block_on(tokio::runtime::Builder::new_current_thread(), async move {
         match gatekeeper::server::start(config).await {
             Ok(server) => {
                 server.run_until_signal().await;
@@ -166,11 +156,8 @@ fn run(args: RunArgs) -> ExitCode {
     })
 }
 
-fn block_on<F: std::future::Future>(fut: F) -> F::Output {
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+fn block_on<F: std::future::Future>(mut runtime: tokio::runtime::Builder, fut: F) -> F::Output {
+    match runtime.enable_all().build() {
         Ok(rt) => rt.block_on(fut),
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");

@@ -1,6 +1,5 @@
 //! The forwarder: one pooled keep-alive client to the upstream application.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -35,10 +34,9 @@ impl UpstreamError {
     }
 }
 
-#[derive(Clone)]
 pub struct Upstream {
     /// A pool per worker thread (see `server::workers`).
-    clients: Arc<PerWorker<Client<HttpsConnector<HttpConnector>, ProxyBody>>>,
+    clients: PerWorker<Client<HttpsConnector<HttpConnector>, ProxyBody>>,
     scheme: Scheme,
     authority: Authority,
     timeout: Duration,
@@ -69,7 +67,7 @@ impl Upstream {
             .cloned()
             .unwrap_or_else(|| Authority::from_static("127.0.0.1"));
         Self {
-            clients: Arc::new(clients),
+            clients,
             scheme,
             authority,
             timeout: config.timeout,
