@@ -110,23 +110,34 @@ def h2load(url):
     return {"rps": rps, "ok": int(ok.group(1)) if ok else 0, "requests": int(done.group(1)) if done else 0}
 
 
-def cpu_seconds(pids):
-    """User + system CPU time of these processes (all their threads)."""
-    total = 0
+def cpu_split(pids):
+    """(user, system) CPU seconds of these processes (all their threads)."""
+    user = system = 0
     for pid in pids:
         try:
             fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
+            user += int(fields[11])
+            system += int(fields[12])
         except OSError:
             pass
-    return total / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return user / tick, system / tick
+
+
+def cpu_seconds(pids):
+    """User + system CPU time of these processes (all their threads)."""
+    return sum(cpu_split(pids))
 
 
 def measured(pids, run_load):
-    """Runs a load and adds the CPU microseconds `pids` spent per request."""
-    before = cpu_seconds(pids)
+    """Runs a load and adds the CPU microseconds `pids` spent per request:
+    in all (`cpu_us`) and in user space (`user_us`); the rest is the kernel's."""
+    user, system = cpu_split(pids)
     result = run_load()
-    result["cpu_us"] = (cpu_seconds(pids) - before) * 1e6 / max(1, result["requests"])
+    user_after, system_after = cpu_split(pids)
+    per_request = 1e6 / max(1, result["requests"])
+    result["user_us"] = (user_after - user) * per_request
+    result["cpu_us"] = result["user_us"] + (system_after - system) * per_request
     return result
 
 
@@ -316,20 +327,21 @@ path = "/gated"
         def both(load):
             return {name: measured(pids, lambda: load(port)) for name, (port, pids) in targets.items()}
 
-        def cpu_row(title, results):
-            return (title, results["gatekeeper"]["cpu_us"], results["nginx"]["cpu_us"], None)
+        def cpu_rows(n, results):
+            return [(f"{n}. proxy CPU per request (µs)", results["gatekeeper"]["cpu_us"], results["nginx"]["cpu_us"], None),
+                    (f"{n}. of which user space (µs)", results["gatekeeper"]["user_us"], results["nginx"]["user_us"], None)]
 
         # 1. HTTPS HTTP/1.1 GET, 1 KiB, 64 keep-alive connections.
         r1 = both(lambda port: wrk(f"https://127.0.0.1:{port}/"))
         r1["direct"] = wrk(f"http://127.0.0.1:{up}/")
         rows.append(("1. HTTPS h1 GET 1 KiB, 64 conns (req/s)", r1["gatekeeper"]["rps"], r1["nginx"]["rps"], r1["direct"]["rps"]))
         rows.append(("1. p99 latency (ms)", r1["gatekeeper"]["p99_ms"], r1["nginx"]["p99_ms"], r1["direct"]["p99_ms"]))
-        rows.append(cpu_row("1. proxy CPU per request (µs)", r1))
+        rows += cpu_rows(1, r1)
 
         # 2. HTTPS HTTP/2 GET, 64 streams over 8 connections.
         r2 = both(lambda port: h2load(f"https://127.0.0.1:{port}/"))
         rows.append(("2. HTTPS h2 GET, 8 conns x 8 streams (req/s)", r2["gatekeeper"]["rps"], r2["nginx"]["rps"], None))
-        rows.append(cpu_row("2. proxy CPU per request (µs)", r2))
+        rows += cpu_rows(2, r2)
 
         # 3. HTTPS POST of a 2 KiB form, ungated.
         form = urllib.parse.urlencode({"user": "alice", "text": "y" * 2000})
@@ -339,7 +351,7 @@ path = "/gated"
         r3 = both(lambda port: wrk(f"https://127.0.0.1:{port}/form", post_lua))
         rows.append(("3. HTTPS POST 2 KiB form, ungated (req/s)", r3["gatekeeper"]["rps"], r3["nginx"]["rps"], None))
         rows.append(("3. p99 latency (ms)", r3["gatekeeper"]["p99_ms"], r3["nginx"]["p99_ms"], None))
-        rows.append(cpu_row("3. proxy CPU per request (µs)", r3))
+        rows += cpu_rows(3, r3)
 
         # 4. Gated POSTs, each with a fresh valid proof minted ahead of the run.
         conn = http.client.HTTPConnection("127.0.0.1", sim)
@@ -372,8 +384,11 @@ path = "/gated"
         rows.append(("4. gated POST, fresh proof each (passed req/s)", passed, None, None))
         rows.append(("4. ratio to gatekeeper's scenario 3", passed / r3["gatekeeper"]["rps"], None, None))
         rows.append(("4. gatekeeper CPU per request (µs)", r4["cpu_us"], None, None))
+        rows.append(("4. of which user space (µs)", r4["user_us"], None, None))
         rows.append(("4. simulator CPU per validation (µs)", sim_cpu * 1e6 / max(1, validations), None, None))
         rows.append(("4. new validate connections per 1,000 validations", 1000 * new_conns / max(1, validations), None, None))
+        # The pool fills once, up to the requests in flight (64); none after.
+        rows.append(("4. validate connections opened in all", new_conns, None, None))
 
         # 5. Gated POSTs that are refused (replays of one used proof).
         proof = mint()
