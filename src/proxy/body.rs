@@ -2,11 +2,18 @@
 //! streamed hyper body, or bytes gatekeeper holds (a gated request after
 //! stripping, or an answer of its own).
 
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
 use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+use pin_project_lite::pin_project;
 
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+use super::pool::Lease;
+
+pub type ProxyBody = Either<Streamed, Full<Bytes>>;
 
 pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
     Either::Right(Full::new(bytes.into()))
@@ -14,4 +21,59 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
 
 pub fn empty() -> ProxyBody {
     Either::Right(Full::new(Bytes::new()))
+}
+
+pub fn streamed(body: Incoming) -> ProxyBody {
+    Either::Left(Streamed { body, lease: None })
+}
+
+pin_project! {
+    /// A body hyper streams: a client's request body, or an upstream
+    /// response's, which holds the lease on its upstream connection and gives
+    /// it back to the pool when it ends.
+    pub struct Streamed {
+        #[pin]
+        body: Incoming,
+        lease: Option<Lease>,
+    }
+}
+
+impl Streamed {
+    pub(super) fn leased(body: Incoming, lease: Option<Lease>) -> Self {
+        Self { body, lease }
+    }
+}
+
+impl Body for Streamed {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let mut this = self.project();
+        let frame = ready!(this.body.as_mut().poll_frame(cx));
+        match &frame {
+            // A body of known length ends with its last bytes; hyper may not
+            // poll again after them.
+            Some(Ok(_)) if !this.body.is_end_stream() => {}
+            Some(Ok(_)) | None => {
+                if let Some(lease) = this.lease.take() {
+                    lease.release();
+                }
+            }
+            // The connection cannot be reused: dropping the lease closes it.
+            Some(Err(_)) => drop(this.lease.take()),
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }

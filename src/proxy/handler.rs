@@ -158,7 +158,7 @@ impl Proxy {
                     Err(refusal) => return refusal,
                 }
             }
-            None => req.map(ProxyBody::Left),
+            None => req.map(super::body::streamed),
         };
 
         self.rewrite_request_headers(&mut req, conn, authority.as_ref(), websocket);

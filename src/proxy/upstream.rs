@@ -1,18 +1,15 @@
-//! The forwarder: one pooled keep-alive client to the upstream application.
+//! The forwarder: requests to the upstream application over pooled keep-alive
+//! connections.
 
 use std::time::Duration;
 
+use http::header::{HOST, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
-use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::body::ProxyBody;
+use super::body::{ProxyBody, Streamed};
+use super::pool::{BoxError, Pool};
 use crate::config::UpstreamConfig;
-use crate::server::workers::PerWorker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -21,7 +18,7 @@ pub enum UpstreamError {
     Timeout(Duration),
     /// Could not connect, or the connection broke → 502.
     #[error("upstream unreachable: {0}")]
-    Unreachable(#[source] hyper_util::client::legacy::Error),
+    Unreachable(#[source] BoxError),
 }
 
 impl UpstreamError {
@@ -35,16 +32,16 @@ impl UpstreamError {
 }
 
 pub struct Upstream {
-    /// A pool per worker thread (see `server::workers`).
-    clients: PerWorker<Client<HttpsConnector<HttpConnector>, ProxyBody>>,
-    scheme: Scheme,
-    authority: Authority,
+    pool: Pool,
+    /// The Host a request without one gets (an HTTP/1.0 client may omit it).
+    host: HeaderValue,
     timeout: Duration,
+    target: Uri,
 }
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Upstream({}://{})", self.scheme, self.authority)
+        write!(f, "Upstream({})", self.target)
     }
 }
 
@@ -52,51 +49,54 @@ impl Upstream {
     /// `pool_idle` bounds how long an unused pooled connection is kept;
     /// `workers` is how many worker threads will call it (one pool each).
     pub fn new(config: &UpstreamConfig, pool_idle: Duration, workers: usize) -> Self {
-        let clients = PerWorker::new(workers, || {
-            // The pool's idle timeout only runs with a timer (hyper-util's legacy client).
-            Client::builder(TokioExecutor::new())
-                .pool_timer(TokioTimer::new())
-                .pool_idle_timeout(pool_idle)
-                .timer(TokioTimer::new())
-                .build(crate::server::tls::client_connector(config.connect_timeout))
-        });
         let scheme = config.url.scheme().cloned().unwrap_or(Scheme::HTTP);
         let authority = config
             .url
             .authority()
             .cloned()
             .unwrap_or_else(|| Authority::from_static("127.0.0.1"));
+        let host = HeaderValue::from_str(authority.as_str())
+            .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
+        let target = match Uri::builder()
+            .scheme(scheme)
+            .authority(authority)
+            .path_and_query("/")
+            .build()
+        {
+            Ok(uri) => uri,
+            Err(_) => unreachable!("scheme and authority were each already valid"),
+        };
+        let connector = crate::server::tls::client_connector(config.connect_timeout);
         Self {
-            clients,
-            scheme,
-            authority,
+            pool: Pool::new(connector, target.clone(), pool_idle, workers),
+            host,
             timeout: config.timeout,
+            target,
         }
     }
 
-    /// Sends `req` (whose URI may be origin-form) to the upstream, keeping its
-    /// headers as given. The response body streams; only the head is timed.
+    /// Sends `req` (whose URI may be absolute, as HTTP/2 gives it) to the
+    /// upstream, keeping its headers as given. The response body streams;
+    /// only the head is timed.
     pub async fn send(
         &self,
         mut req: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let path = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path)
-            .build();
-        *req.uri_mut() = match uri {
-            Ok(uri) => uri,
-            Err(_) => unreachable!("scheme, authority and path were each already valid"),
-        };
+    ) -> Result<Response<Streamed>, UpstreamError> {
+        // The upstream gets origin-form (RFC 9112 §3.2.1).
+        if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+            let path = req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            *req.uri_mut() = Uri::from(path);
+        }
         // The upstream leg is HTTP/1.1 whatever the client spoke.
         *req.version_mut() = Version::HTTP_11;
-        match tokio::time::timeout(self.timeout, self.clients.get().request(req)).await {
+        req.headers_mut()
+            .entry(HOST)
+            .or_insert_with(|| self.host.clone());
+        match tokio::time::timeout(self.timeout, self.pool.send(req)).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(UpstreamError::Unreachable(e)),
             Err(_) => Err(UpstreamError::Timeout(self.timeout)),

@@ -1,0 +1,200 @@
+//! Keep-alive connections to the upstream: a stack of idle ones per worker.
+//!
+//! gatekeeper talks HTTP/1.1 to one upstream, so it needs much less than
+//! hyper-util's general pooled client (any host, HTTP/2, keyed pools) and
+//! skips what that costs on every request: a hashed pool key, a checkout
+//! future racing a lazy connect, and a task spawned to wait until the
+//! connection is idle again. Here a request takes the most recently used idle
+//! connection of its worker (or opens one), and the response body gives the
+//! connection back as it ends (see [`Lease`]).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response, Uri};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tower_service::Service;
+
+use super::body::{ProxyBody, Streamed};
+use crate::server::workers::PerWorker;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub struct Pool {
+    /// One stack per worker thread (see `server::workers`): a connection's
+    /// task runs on the worker that opened it, and only that worker uses it.
+    stacks: PerWorker<Arc<IdleStack>>,
+    connector: HttpsConnector<HttpConnector>,
+    /// `scheme://authority` of the upstream, what the connector dials.
+    target: Uri,
+}
+
+/// A worker's idle connections, most recently used last.
+struct IdleStack {
+    idle: Mutex<VecDeque<Idle>>,
+    /// An idle connection older than this is closed, not used.
+    idle_timeout: Duration,
+    /// Whether the task that closes expired connections runs.
+    sweeping: AtomicBool,
+}
+
+struct Idle {
+    sender: SendRequest<ProxyBody>,
+    since: Instant,
+}
+
+/// A connection lent to one request; its response body holds it and gives it
+/// back when the body ends. Dropped unreturned (the body was abandoned or
+/// failed), the connection closes: hyper cannot reuse it anyway.
+pub struct Lease {
+    sender: SendRequest<ProxyBody>,
+    stack: Arc<IdleStack>,
+}
+
+impl Pool {
+    pub fn new(
+        connector: HttpsConnector<HttpConnector>,
+        target: Uri,
+        idle_timeout: Duration,
+        workers: usize,
+    ) -> Self {
+        Self {
+            stacks: PerWorker::new(workers, || {
+                Arc::new(IdleStack {
+                    idle: Mutex::new(VecDeque::new()),
+                    idle_timeout,
+                    sweeping: AtomicBool::new(false),
+                })
+            }),
+            connector,
+            target,
+        }
+    }
+
+    /// Sends `req` (origin-form, with its Host header) on an idle connection,
+    /// or on a new one. A request that an idle connection could not take
+    /// (it closed meanwhile) is sent on the next; one that was written and
+    /// then failed is not sent again.
+    pub async fn send(&self, mut req: Request<ProxyBody>) -> Result<Response<Streamed>, BoxError> {
+        let stack = self.stacks.get();
+        stack.start_sweeping();
+        while let Some(mut sender) = stack.take() {
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(Lease::attach(resp, sender, stack)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(e.into_error().into()),
+                },
+            }
+        }
+        let mut sender = self.connect().await?;
+        let resp = sender.send_request(req).await?;
+        Ok(Lease::attach(resp, sender, stack))
+    }
+
+    async fn connect(&self) -> Result<SendRequest<ProxyBody>, BoxError> {
+        let mut connector = self.connector.clone();
+        std::future::poll_fn(|cx| connector.poll_ready(cx)).await?;
+        let io = connector.call(self.target.clone()).await?;
+        let (sender, conn) = http1::Builder::new().handshake(io).await?;
+        // On this worker, like the client connection that asked for it.
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+impl IdleStack {
+    /// The most recently used live connection; expired ones met on the way
+    /// are closed.
+    fn take(&self) -> Option<SendRequest<ProxyBody>> {
+        let mut idle = self.idle.lock().ok()?;
+        while let Some(Idle { sender, since }) = idle.pop_back() {
+            if !sender.is_closed() && since.elapsed() < self.idle_timeout {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn put(&self, sender: SendRequest<ProxyBody>) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push_back(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Drops connections idle for longer than the timeout, which closes
+    /// them, and those the upstream closed.
+    fn sweep(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.retain(|i| !i.sender.is_closed() && i.since.elapsed() < self.idle_timeout);
+        }
+    }
+
+    /// Starts, once, a task on this worker that sweeps every idle timeout, so
+    /// that connections left after a busy spell close even if no request
+    /// comes. It ends with the pool (after a configuration reload).
+    fn start_sweeping(self: &Arc<Self>) {
+        if self.sweeping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let stack: Weak<Self> = Arc::downgrade(self);
+        let every = self.idle_timeout.max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match stack.upgrade() {
+                    Some(stack) => stack.sweep(),
+                    None => return,
+                }
+            }
+        });
+    }
+}
+
+impl Lease {
+    /// Puts the lease for `sender` into `resp`'s body; a body that is already
+    /// over (HEAD, 204, 304) gives it back at once.
+    fn attach(
+        resp: Response<Incoming>,
+        sender: SendRequest<ProxyBody>,
+        stack: &Arc<IdleStack>,
+    ) -> Response<Streamed> {
+        let lease = Lease {
+            sender,
+            stack: stack.clone(),
+        };
+        if resp.body().is_end_stream() {
+            lease.release();
+            return resp.map(|body| Streamed::leased(body, None));
+        }
+        resp.map(|body| Streamed::leased(body, Some(lease)))
+    }
+
+    /// Gives the connection back: at once if hyper is ready for the next
+    /// request on it (it usually is by the time the body's last bytes are
+    /// read), otherwise once it is.
+    pub fn release(mut self) {
+        if self.sender.is_ready() {
+            self.stack.put(self.sender);
+        } else if !self.sender.is_closed() {
+            tokio::spawn(async move {
+                if self.sender.ready().await.is_ok() {
+                    self.stack.put(self.sender);
+                }
+            });
+        }
+    }
+}

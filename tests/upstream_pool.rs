@@ -1,0 +1,204 @@
+//! The keep-alive pool to the upstream, watched from an upstream on raw
+//! sockets that counts the connections gatekeeper opens and closes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Answers each request head it reads with `ok`, or with `body_len` bytes.
+/// With `one_per_connection` it closes a connection after its first answer,
+/// without saying so (as an upstream whose keep-alive timeout struck would).
+struct RawUpstream {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    /// Connections gatekeeper closed (read end of file).
+    closed_by_gatekeeper: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RawUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RawUpstream {
+    async fn start(one_per_connection: bool) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
+        let (counted, closed_by) = (accepted.clone(), closed.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve(stream, one_per_connection, closed_by.clone()));
+            }
+        });
+        Self {
+            addr,
+            accepted,
+            closed_by_gatekeeper: closed,
+            task,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    fn closed_by_gatekeeper(&self) -> usize {
+        self.closed_by_gatekeeper.load(Ordering::SeqCst)
+    }
+}
+
+async fn serve(mut stream: TcpStream, one_per_connection: bool, closed: Arc<AtomicUsize>) {
+    let mut pending = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    closed.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+        pending.drain(..end + 4);
+        // GET /big/<n> answers n bytes, in pieces, so the body outlives the head.
+        let body_len: usize = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|path| path.strip_prefix("/big/"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(2);
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {body_len}\r\n\r\n");
+        if stream.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        let mut left = body_len;
+        while left > 0 {
+            let piece = left.min(16 * 1024);
+            if stream.write_all(&vec![b'x'; piece]).await.is_err() {
+                return;
+            }
+            left -= piece;
+            tokio::task::yield_now().await;
+        }
+        if one_per_connection {
+            return;
+        }
+    }
+}
+
+/// Gatekeeper in front of `upstream`, with `extra` config appended.
+async fn gatekeeper_for(
+    upstream: SocketAddr,
+    extra: &str,
+) -> (gatekeeper::server::RunningServer, TestCerts, Sim) {
+    let certs = TestCerts::new();
+    let sim = Sim::start().await;
+    let text = config_text(&certs, upstream, &sim.url(), extra);
+    let config = parse_config(&text, certs.dir.path());
+    let server = gatekeeper::server::start(config)
+        .await
+        .expect("gatekeeper starts");
+    (server, certs, sim)
+}
+
+/// One keep-alive client connection to gatekeeper's cleartext listener.
+async fn client(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+async fn get(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    path: &str,
+) -> (StatusCode, Bytes) {
+    sender.ready().await.unwrap();
+    let req = Request::get(path)
+        .header("host", "localhost")
+        .body(Full::default())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status();
+    (status, resp.into_body().collect().await.unwrap().to_bytes())
+}
+
+#[tokio::test]
+async fn requests_in_turn_share_one_upstream_connection_even_after_long_bodies() {
+    let upstream = RawUpstream::start(false).await;
+    let (server, _certs, _sim) = gatekeeper_for(upstream.addr, "").await;
+    let mut sender = client(server.http_addr.unwrap()).await;
+    for i in 0..20 {
+        // Every fifth answer is 1 MB, streamed in pieces: the connection goes
+        // back to the pool only when such a body has been relayed in full.
+        let path = if i % 5 == 0 { "/big/1000000" } else { "/" };
+        let (status, body) = get(&mut sender, path).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body.len(), if i % 5 == 0 { 1_000_000 } else { 2 });
+    }
+    assert_eq!(
+        upstream.accepted(),
+        1,
+        "each request opened its own connection"
+    );
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_closed_is_not_used() {
+    let upstream = RawUpstream::start(true).await;
+    let (server, _certs, _sim) = gatekeeper_for(upstream.addr, "").await;
+    let mut sender = client(server.http_addr.unwrap()).await;
+    for _ in 0..3 {
+        let (status, body) = get(&mut sender, "/").await;
+        assert_eq!(status, StatusCode::OK, "{body:?}");
+        // Time for the upstream's close to reach gatekeeper.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(upstream.accepted(), 3);
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn an_idle_upstream_connection_is_closed_after_the_idle_timeout() {
+    let upstream = RawUpstream::start(false).await;
+    let (server, _certs, _sim) =
+        gatekeeper_for(upstream.addr, "[limits]\nidle_timeout = \"300ms\"\n").await;
+    let mut sender = client(server.http_addr.unwrap()).await;
+    let (status, _) = get(&mut sender, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(upstream.closed_by_gatekeeper(), 0);
+    // Within two idle timeouts (one to expire, one for the sweep to see it),
+    // with no request to trigger it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while upstream.closed_by_gatekeeper() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the idle upstream connection stayed open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.shutdown(Duration::from_secs(1)).await;
+}
