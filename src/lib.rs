@@ -15,8 +15,8 @@
 //!    the [`replay`] store, asks GeeTest ([`geetest`]) and strips the fields.
 //!    A refusal is answered there and never reaches the upstream.
 //! 4. Headers are rewritten ([`proxy::headers::hop`],
-//!    [`proxy::headers::forwarding`]) and [`proxy::upstream`] forwards over a
-//!    pooled keep-alive client; bodies stream both ways.
+//!    [`proxy::headers::forwarding`]) and [`proxy::upstream`] forwards over
+//!    keep-alive connections from [`pool`]; bodies stream both ways.
 //!
 //! [`config`] turns the TOML file into validated types before anything
 //! listens; [`sim`] is an offline GeeTest for development and tests, and
@@ -27,6 +27,7 @@ pub mod demo;
 pub mod gate;
 pub mod geetest;
 pub mod metrics;
+pub mod pool;
 pub mod proxy;
 pub mod replay;
 pub mod routing;

@@ -5,21 +5,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue, USER_AGENT};
+use http::header::{CONTENT_TYPE, HOST, HeaderValue, USER_AGENT};
 use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::breaker::{Breaker, Permit};
 use super::{Proof, Verdict, sign_token};
 use crate::config::CaptchaKey;
-use crate::server::workers::PerWorker;
+use crate::pool::Pool;
 
 /// GeeTest's answers are small; anything larger is not one.
 const MAX_ANSWER: usize = 64 * 1024;
+
+/// How long an unused connection to a validate server is kept.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Every way of not getting a verdict; all count as "GeeTest cannot be
 /// reached" for the outage policy.
@@ -57,8 +56,6 @@ pub struct ValidateClient {
 }
 
 struct Inner {
-    /// A pool per worker thread (see `server::workers`).
-    clients: PerWorker<Client<HttpsConnector<HttpConnector>, Full<Bytes>>>,
     /// Tried in order on transport failure.
     servers: Vec<Server>,
     timeout: Duration,
@@ -67,6 +64,11 @@ struct Inner {
 struct Server {
     /// `{api_server}/validate`, without the query.
     endpoint: String,
+    /// The endpoint's path, which requests carry (origin-form).
+    path: String,
+    host: HeaderValue,
+    /// Keep-alive connections to this server, per worker thread.
+    pool: Pool<Full<Bytes>>,
     breaker: Breaker,
 }
 
@@ -97,26 +99,33 @@ impl ValidateClient {
         cooldown: Duration,
         workers: usize,
     ) -> Self {
-        let clients = PerWorker::new(workers, || {
-            Client::builder(TokioExecutor::new())
-                .pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                .pool_idle_timeout(Duration::from_secs(90))
-                .build(crate::server::tls::client_connector(timeout))
-        });
         let servers = api_servers
             .iter()
-            .map(|uri| Server {
-                endpoint: format!("{}/validate", uri.to_string().trim_end_matches('/')),
-                breaker: Breaker::new(failures, cooldown),
+            .map(|uri| {
+                let authority = uri.authority().map_or("", |a| a.as_str());
+                let target = Uri::builder()
+                    .scheme(uri.scheme_str().unwrap_or("https"))
+                    .authority(authority)
+                    .path_and_query("/")
+                    .build()
+                    .unwrap_or_else(|_| uri.clone());
+                Server {
+                    endpoint: format!("{}/validate", uri.to_string().trim_end_matches('/')),
+                    path: format!("{}/validate", uri.path().trim_end_matches('/')),
+                    host: HeaderValue::from_str(authority)
+                        .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+                    pool: Pool::new(
+                        crate::server::tls::client_connector(timeout),
+                        target,
+                        IDLE_CONNECTION_TIMEOUT,
+                        workers,
+                    ),
+                    breaker: Breaker::new(failures, cooldown),
+                }
             })
             .collect();
         Self {
-            inner: Arc::new(Inner {
-                clients,
-                servers,
-                timeout,
-            }),
+            inner: Arc::new(Inner { servers, timeout }),
         }
     }
 
@@ -164,7 +173,8 @@ impl ValidateClient {
                 break;
             }
             let share = left / u32::try_from(servers.len() - i).unwrap_or(1);
-            let req = Request::post(format!("{}?{query}", server.endpoint))
+            let req = Request::post(format!("{}?{query}", server.path))
+                .header(HOST, server.host.clone())
                 .header(
                     CONTENT_TYPE,
                     HeaderValue::from_static("application/x-www-form-urlencoded"),
@@ -175,7 +185,7 @@ impl ValidateClient {
                 )
                 .body(Full::new(body.clone()))
                 .map_err(|e| ValidateError::Transport(e.to_string()))?;
-            let result = match tokio::time::timeout(share, self.exchange(req)).await {
+            let result = match tokio::time::timeout(share, exchange(&server.pool, req)).await {
                 Ok(result) => result,
                 Err(_) => Err(ValidateError::Timeout),
             };
@@ -192,26 +202,31 @@ impl ValidateClient {
         }
         Err(last_error)
     }
+}
 
-    async fn exchange(&self, req: Request<Full<Bytes>>) -> Result<Verdict, ValidateError> {
-        let resp = self
-            .inner
-            .clients
-            .get()
-            .request(req)
-            .await
-            .map_err(|e| ValidateError::Transport(error_chain(&e)))?;
-        let status = resp.status();
-        let body = Limited::new(resp.into_body(), MAX_ANSWER)
-            .collect()
-            .await
-            .map_err(|e| ValidateError::Transport(e.to_string()))?
-            .to_bytes();
-        if status != StatusCode::OK {
-            return Err(ValidateError::Status(status));
-        }
-        Verdict::parse(&body).map_err(ValidateError::Unparsable)
+/// One request and its answer; the connection goes back to the pool once the
+/// answer has been read in full.
+async fn exchange(
+    pool: &Pool<Full<Bytes>>,
+    req: Request<Full<Bytes>>,
+) -> Result<Verdict, ValidateError> {
+    let (resp, lease) = pool
+        .send(req)
+        .await
+        .map_err(|e| ValidateError::Transport(error_chain(e.as_ref())))?;
+    let status = resp.status();
+    let body = Limited::new(resp.into_body(), MAX_ANSWER)
+        .collect()
+        .await
+        .map_err(|e| ValidateError::Transport(e.to_string()))?
+        .to_bytes();
+    if let Some(lease) = lease {
+        lease.release();
     }
+    if status != StatusCode::OK {
+        return Err(ValidateError::Status(status));
+    }
+    Verdict::parse(&body).map_err(ValidateError::Unparsable)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -11,7 +11,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
-use super::pool::Lease;
+use crate::pool::Lease;
 
 pub type ProxyBody = Either<Streamed, Full<Bytes>>;
 
@@ -34,12 +34,12 @@ pin_project! {
     pub struct Streamed {
         #[pin]
         body: Incoming,
-        lease: Option<Lease>,
+        lease: Option<Lease<ProxyBody>>,
     }
 }
 
 impl Streamed {
-    pub(super) fn leased(body: Incoming, lease: Option<Lease>) -> Self {
+    pub(super) fn leased(body: Incoming, lease: Option<Lease<ProxyBody>>) -> Self {
         Self { body, lease }
     }
 }

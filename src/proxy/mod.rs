@@ -1,13 +1,12 @@
 //! The request's path through gatekeeper, one stage per file:
 //! `headers/framing` refuses ambiguous requests, `routing` decides whether a
 //! request is gated, `crate::gate` proves the captcha, `headers/hop` and
-//! `headers/forwarding` rewrite headers, `upstream` forwards over `pool`'s
-//! keep-alive connections.
+//! `headers/forwarding` rewrite headers, `upstream` forwards over
+//! `crate::pool`'s keep-alive connections.
 
 pub mod body;
 pub mod handler;
 pub mod headers;
-mod pool;
 pub mod response;
 pub mod upstream;
 

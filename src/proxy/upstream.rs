@@ -8,8 +8,8 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
 
 use super::body::{ProxyBody, Streamed};
-use super::pool::{BoxError, Pool};
 use crate::config::UpstreamConfig;
+use crate::pool::{BoxError, Pool};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -32,7 +32,7 @@ impl UpstreamError {
 }
 
 pub struct Upstream {
-    pool: Pool,
+    pool: Pool<ProxyBody>,
     /// The Host a request without one gets (an HTTP/1.0 client may omit it).
     host: HeaderValue,
     timeout: Duration,
@@ -97,7 +97,7 @@ impl Upstream {
             .entry(HOST)
             .or_insert_with(|| self.host.clone());
         match tokio::time::timeout(self.timeout, self.pool.send(req)).await {
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Ok((resp, lease))) => Ok(resp.map(|body| Streamed::leased(body, lease))),
             Ok(Err(e)) => Err(UpstreamError::Unreachable(e)),
             Err(_) => Err(UpstreamError::Timeout(self.timeout)),
         }

@@ -1,12 +1,14 @@
-//! Keep-alive connections to the upstream: a stack of idle ones per worker.
+//! Keep-alive HTTP/1.1 connections to one server (the upstream, or a GeeTest
+//! validate server): a stack of idle ones per worker.
 //!
-//! gatekeeper talks HTTP/1.1 to one upstream, so it needs much less than
-//! hyper-util's general pooled client (any host, HTTP/2, keyed pools) and
-//! skips what that costs on every request: a hashed pool key, a checkout
-//! future racing a lazy connect, and a task spawned to wait until the
-//! connection is idle again. Here a request takes the most recently used idle
-//! connection of its worker (or opens one), and the response body gives the
-//! connection back as it ends (see [`Lease`]).
+//! Each of gatekeeper's clients talks HTTP/1.1 to one known server, so it
+//! needs much less than hyper-util's general pooled client (any host, HTTP/2,
+//! keyed pools) and skips what that costs on every request: a hashed pool
+//! key, a checkout future racing a lazy connect, and a task spawned to wait
+//! until the connection is idle again. Here a request takes the most recently
+//! used idle connection of its worker (or opens one), and whoever reads the
+//! response body gives the connection back when the body has ended (see
+//! [`Lease`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,43 +23,47 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tower_service::Service;
 
-use super::body::{ProxyBody, Streamed};
 use crate::server::workers::PerWorker;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-pub struct Pool {
+pub struct Pool<B> {
     /// One stack per worker thread (see `server::workers`): a connection's
     /// task runs on the worker that opened it, and only that worker uses it.
-    stacks: PerWorker<Arc<IdleStack>>,
+    stacks: PerWorker<Arc<IdleStack<B>>>,
     connector: HttpsConnector<HttpConnector>,
-    /// `scheme://authority` of the upstream, what the connector dials.
+    /// `scheme://authority` of the server, what the connector dials.
     target: Uri,
 }
 
 /// A worker's idle connections, most recently used last.
-struct IdleStack {
-    idle: Mutex<VecDeque<Idle>>,
+struct IdleStack<B> {
+    idle: Mutex<VecDeque<Idle<B>>>,
     /// An idle connection older than this is closed, not used.
     idle_timeout: Duration,
     /// Whether the task that closes expired connections runs.
     sweeping: AtomicBool,
 }
 
-struct Idle {
-    sender: SendRequest<ProxyBody>,
+struct Idle<B> {
+    sender: SendRequest<B>,
     since: Instant,
 }
 
-/// A connection lent to one request; its response body holds it and gives it
-/// back when the body ends. Dropped unreturned (the body was abandoned or
-/// failed), the connection closes: hyper cannot reuse it anyway.
-pub struct Lease {
-    sender: SendRequest<ProxyBody>,
-    stack: Arc<IdleStack>,
+/// A connection lent to one request, to be given back (`release`) once its
+/// response body has ended. Dropped instead (the body was abandoned or
+/// failed), the connection closes: hyper could not reuse it anyway.
+pub struct Lease<B> {
+    sender: SendRequest<B>,
+    stack: Arc<IdleStack<B>>,
 }
 
-impl Pool {
+impl<B> Pool<B>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     pub fn new(
         connector: HttpsConnector<HttpConnector>,
         target: Uri,
@@ -80,25 +86,39 @@ impl Pool {
     /// Sends `req` (origin-form, with its Host header) on an idle connection,
     /// or on a new one. A request that an idle connection could not take
     /// (it closed meanwhile) is sent on the next; one that was written and
-    /// then failed is not sent again.
-    pub async fn send(&self, mut req: Request<ProxyBody>) -> Result<Response<Streamed>, BoxError> {
+    /// then failed is not sent again. A body that is already over (HEAD,
+    /// 204, 304) gives its connection back at once: `None`.
+    pub async fn send(
+        &self,
+        mut req: Request<B>,
+    ) -> Result<(Response<Incoming>, Option<Lease<B>>), BoxError> {
         let stack = self.stacks.get();
         stack.start_sweeping();
-        while let Some(mut sender) = stack.take() {
+        let (resp, sender) = loop {
+            let Some(mut sender) = stack.take() else {
+                let mut sender = self.connect().await?;
+                break (sender.send_request(req).await?, sender);
+            };
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(Lease::attach(resp, sender, stack)),
+                Ok(resp) => break (resp, sender),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
                     None => return Err(e.into_error().into()),
                 },
             }
+        };
+        let lease = Lease {
+            sender,
+            stack: stack.clone(),
+        };
+        if resp.body().is_end_stream() {
+            lease.release();
+            return Ok((resp, None));
         }
-        let mut sender = self.connect().await?;
-        let resp = sender.send_request(req).await?;
-        Ok(Lease::attach(resp, sender, stack))
+        Ok((resp, Some(lease)))
     }
 
-    async fn connect(&self) -> Result<SendRequest<ProxyBody>, BoxError> {
+    async fn connect(&self) -> Result<SendRequest<B>, BoxError> {
         let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx)).await?;
         let io = connector.call(self.target.clone()).await?;
@@ -113,10 +133,10 @@ impl Pool {
     }
 }
 
-impl IdleStack {
+impl<B: Send + 'static> IdleStack<B> {
     /// The most recently used live connection; expired ones met on the way
     /// are closed.
-    fn take(&self) -> Option<SendRequest<ProxyBody>> {
+    fn take(&self) -> Option<SendRequest<B>> {
         let mut idle = self.idle.lock().ok()?;
         while let Some(Idle { sender, since }) = idle.pop_back() {
             if !sender.is_closed() && since.elapsed() < self.idle_timeout {
@@ -126,7 +146,7 @@ impl IdleStack {
         None
     }
 
-    fn put(&self, sender: SendRequest<ProxyBody>) {
+    fn put(&self, sender: SendRequest<B>) {
         if let Ok(mut idle) = self.idle.lock() {
             idle.push_back(Idle {
                 sender,
@@ -164,25 +184,7 @@ impl IdleStack {
     }
 }
 
-impl Lease {
-    /// Puts the lease for `sender` into `resp`'s body; a body that is already
-    /// over (HEAD, 204, 304) gives it back at once.
-    fn attach(
-        resp: Response<Incoming>,
-        sender: SendRequest<ProxyBody>,
-        stack: &Arc<IdleStack>,
-    ) -> Response<Streamed> {
-        let lease = Lease {
-            sender,
-            stack: stack.clone(),
-        };
-        if resp.body().is_end_stream() {
-            lease.release();
-            return resp.map(|body| Streamed::leased(body, None));
-        }
-        resp.map(|body| Streamed::leased(body, Some(lease)))
-    }
-
+impl<B: Send + 'static> Lease<B> {
     /// Gives the connection back: at once if hyper is ready for the next
     /// request on it (it usually is by the time the body's last bytes are
     /// read), otherwise once it is.
