@@ -96,7 +96,9 @@ where
         stack.start_sweeping();
         let (resp, sender) = loop {
             let Some(mut sender) = stack.take() else {
-                let mut sender = self.connect().await?;
+                // Boxed: connecting is rare, and its state would otherwise make
+                // every request's future larger.
+                let mut sender = Box::pin(self.connect()).await?;
                 break (sender.send_request(req).await?, sender);
             };
             match sender.try_send_request(req).await {

@@ -153,7 +153,9 @@ impl Proxy {
         let mut req = match route {
             Some(route) => {
                 let client = client_addr(conn.peer.ip(), req.headers(), &self.trusted_proxies);
-                match self.gate.admit(route, req, client).await {
+                // Boxed: the gate's state is large, and unboxed it would make every
+                // request's future (moved into place per request) as large.
+                match Box::pin(self.gate.admit(route, req, client)).await {
                     Ok(admitted) => admitted,
                     Err(refusal) => return refusal,
                 }
