@@ -169,7 +169,8 @@ impl<B: Send + 'static> IdleStack<B> {
     /// that connections left after a busy spell close even if no request
     /// comes. It ends with the pool (after a configuration reload).
     fn start_sweeping(self: &Arc<Self>) {
-        if self.sweeping.swap(true, Ordering::Relaxed) {
+        // A load first: called on every request, it should not write.
+        if self.sweeping.load(Ordering::Relaxed) || self.sweeping.swap(true, Ordering::Relaxed) {
             return;
         }
         let stack: Weak<Self> = Arc::downgrade(self);
