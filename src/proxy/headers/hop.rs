@@ -8,7 +8,7 @@
 //! responses alike.
 
 use http::HeaderMap;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderName, HeaderValue};
 
 static HOP_BY_HOP: [HeaderName; 7] = [
     HeaderName::from_static("keep-alive"),
@@ -22,17 +22,25 @@ static HOP_BY_HOP: [HeaderName; 7] = [
 
 /// Removes `Connection`, every header it names, and the fixed hop-by-hop set.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
+    // Most messages carry none of them, or only `Connection: keep-alive`: one
+    // pass over the names present costs less than a hashed lookup for each
+    // of the nine.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
+    if let Entry::Occupied(connection) = headers.entry(header::CONNECTION) {
+        let values: Vec<HeaderValue> = connection.remove_entry_mult().1.collect();
+        // Removing by `&str` parses each name on the stack; a token that is
+        // not a valid name names nothing.
+        for token in values
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-            .collect();
-        headers.remove(header::CONNECTION);
-        for name in named {
-            headers.remove(name);
+        {
+            headers.remove(token.trim());
+        }
+        if !headers.keys().any(is_hop_by_hop) {
+            return;
         }
     }
     for name in &HOP_BY_HOP {
@@ -48,6 +56,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// `Connection`, `TE` or one of the fixed set: the names `strip_hop_by_hop`
+/// acts on before looking at what `Connection` names.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION || name == header::TE || HOP_BY_HOP.contains(name)
+}
+
 /// True when the header's comma-separated tokens include `token` (case-insensitive).
 pub fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
     headers
@@ -61,6 +75,17 @@ pub fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_fixed_hop_by_hop_header_alone_is_removed() {
+        for name in HOP_BY_HOP.iter().chain([&header::TE]) {
+            let mut h = HeaderMap::new();
+            h.insert(name.clone(), HeaderValue::from_static("gzip"));
+            h.insert("x-kept", HeaderValue::from_static("yes"));
+            strip_hop_by_hop(&mut h);
+            assert_eq!(h.len(), 1, "{name} survived: {h:?}");
+        }
+    }
 
     #[test]
     fn connection_named_headers_and_fixed_set_are_removed() {
