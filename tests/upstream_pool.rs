@@ -87,11 +87,13 @@ async fn serve(mut stream: TcpStream, one_per_connection: bool, closed: Arc<Atom
             .and_then(|path| path.strip_prefix("/big/"))
             .and_then(|n| n.parse().ok())
             .unwrap_or(2);
+        // A HEAD answer states the length and sends no body.
+        let bodiless = head.starts_with("HEAD ");
         let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {body_len}\r\n\r\n");
         if stream.write_all(head.as_bytes()).await.is_err() {
             return;
         }
-        let mut left = body_len;
+        let mut left = if bodiless { 0 } else { body_len };
         while left > 0 {
             let piece = left.min(16 * 1024);
             if stream.write_all(&vec![b'x'; piece]).await.is_err() {
@@ -135,8 +137,18 @@ async fn get(
     sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
     path: &str,
 ) -> (StatusCode, Bytes) {
+    send(sender, http::Method::GET, path).await
+}
+
+async fn send(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    method: http::Method,
+    path: &str,
+) -> (StatusCode, Bytes) {
     sender.ready().await.unwrap();
-    let req = Request::get(path)
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
         .header("host", "localhost")
         .body(Full::default())
         .unwrap();
@@ -163,6 +175,25 @@ async fn requests_in_turn_share_one_upstream_connection_even_after_long_bodies()
         1,
         "each request opened its own connection"
     );
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_bodiless_answer_gives_its_connection_back_at_once() {
+    let upstream = RawUpstream::start(false).await;
+    let (server, _certs, _sim) = gatekeeper_for(upstream.addr, "").await;
+    let mut sender = client(server.http_addr.unwrap()).await;
+    for i in 0..10 {
+        let method = if i % 2 == 0 {
+            http::Method::HEAD
+        } else {
+            http::Method::GET
+        };
+        let (status, body) = send(&mut sender, method, "/").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body.len(), if i % 2 == 0 { 0 } else { 2 });
+    }
+    assert_eq!(upstream.accepted(), 1, "a HEAD answer kept its connection");
     server.shutdown(Duration::from_secs(1)).await;
 }
 
