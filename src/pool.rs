@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use http::header::{HOST, HeaderValue};
 use http::{Request, Response, Uri};
 use http_body::Body;
 use hyper::body::Incoming;
@@ -34,6 +35,14 @@ pub struct Pool<B> {
     connector: HttpsConnector<HttpConnector>,
     /// `scheme://authority` of the server, what the connector dials.
     target: Uri,
+    /// The Host a request without one gets.
+    host: HeaderValue,
+}
+
+impl<B> std::fmt::Debug for Pool<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pool({})", self.target)
+    }
 }
 
 /// A worker's idle connections, most recently used last.
@@ -64,12 +73,25 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
+    /// A pool for the server `server` names (its scheme and authority; any
+    /// path is the requests' business).
     pub fn new(
         connector: HttpsConnector<HttpConnector>,
-        target: Uri,
+        server: &Uri,
         idle_timeout: Duration,
         workers: usize,
     ) -> Self {
+        // The configuration accepts only absolute http(s) URLs; the fallbacks
+        // are never taken.
+        let authority = server.authority().map_or("localhost", |a| a.as_str());
+        let target = Uri::builder()
+            .scheme(server.scheme_str().unwrap_or("http"))
+            .authority(authority)
+            .path_and_query("/")
+            .build()
+            .unwrap_or_else(|_| server.clone());
+        let host = HeaderValue::from_str(authority)
+            .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
         Self {
             stacks: PerWorker::new(workers, || {
                 Arc::new(IdleStack {
@@ -80,11 +102,12 @@ where
             }),
             connector,
             target,
+            host,
         }
     }
 
-    /// Sends `req` (origin-form, with its Host header) on an idle connection,
-    /// or on a new one. A request that an idle connection could not take
+    /// Sends `req` (origin-form; given the server's Host if it has none) on an
+    /// idle connection, or on a new one. A request that an idle connection could not take
     /// (it closed meanwhile) is sent on the next; one that was written and
     /// then failed is not sent again. A body that is already over (HEAD,
     /// 204, 304) gives its connection back at once: `None`.
@@ -92,13 +115,15 @@ where
         &self,
         mut req: Request<B>,
     ) -> Result<(Response<Incoming>, Option<Lease<B>>), BoxError> {
+        req.headers_mut()
+            .entry(HOST)
+            .or_insert_with(|| self.host.clone());
         let stack = self.stacks.get();
-        stack.start_sweeping();
         let (resp, sender) = loop {
             let Some(mut sender) = stack.take() else {
                 // Boxed: connecting is rare, and its state would otherwise make
                 // every request's future larger.
-                let mut sender = Box::pin(self.connect()).await?;
+                let mut sender = Box::pin(self.connect(stack)).await?;
                 break (sender.send_request(req).await?, sender);
             };
             match sender.try_send_request(req).await {
@@ -120,7 +145,9 @@ where
         Ok((resp, Some(lease)))
     }
 
-    async fn connect(&self) -> Result<SendRequest<B>, BoxError> {
+    async fn connect(&self, stack: &Arc<IdleStack<B>>) -> Result<SendRequest<B>, BoxError> {
+        // Only a stack that has had a connection has anything to sweep.
+        stack.start_sweeping();
         let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx)).await?;
         let io = connector.call(self.target.clone()).await?;
@@ -169,8 +196,7 @@ impl<B: Send + 'static> IdleStack<B> {
     /// that connections left after a busy spell close even if no request
     /// comes. It ends with the pool (after a configuration reload).
     fn start_sweeping(self: &Arc<Self>) {
-        // A load first: called on every request, it should not write.
-        if self.sweeping.load(Ordering::Relaxed) || self.sweeping.swap(true, Ordering::Relaxed) {
+        if self.sweeping.swap(true, Ordering::Relaxed) {
             return;
         }
         let stack: Weak<Self> = Arc::downgrade(self);

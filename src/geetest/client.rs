@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST, HeaderValue, USER_AGENT};
+use http::header::{CONTENT_TYPE, HeaderValue, USER_AGENT};
 use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 
@@ -66,7 +66,6 @@ struct Server {
     endpoint: String,
     /// The endpoint's path, which requests carry (origin-form).
     path: String,
-    host: HeaderValue,
     /// Keep-alive connections to this server, per worker thread.
     pool: Pool<Full<Bytes>>,
     breaker: Breaker,
@@ -101,27 +100,16 @@ impl ValidateClient {
     ) -> Self {
         let servers = api_servers
             .iter()
-            .map(|uri| {
-                let authority = uri.authority().map_or("", |a| a.as_str());
-                let target = Uri::builder()
-                    .scheme(uri.scheme_str().unwrap_or("https"))
-                    .authority(authority)
-                    .path_and_query("/")
-                    .build()
-                    .unwrap_or_else(|_| uri.clone());
-                Server {
-                    endpoint: format!("{}/validate", uri.to_string().trim_end_matches('/')),
-                    path: format!("{}/validate", uri.path().trim_end_matches('/')),
-                    host: HeaderValue::from_str(authority)
-                        .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
-                    pool: Pool::new(
-                        crate::server::tls::client_connector(timeout),
-                        target,
-                        IDLE_CONNECTION_TIMEOUT,
-                        workers,
-                    ),
-                    breaker: Breaker::new(failures, cooldown),
-                }
+            .map(|uri| Server {
+                endpoint: format!("{}/validate", uri.to_string().trim_end_matches('/')),
+                path: format!("{}/validate", uri.path().trim_end_matches('/')),
+                pool: Pool::new(
+                    crate::server::tls::client_connector(timeout),
+                    uri,
+                    IDLE_CONNECTION_TIMEOUT,
+                    workers,
+                ),
+                breaker: Breaker::new(failures, cooldown),
             })
             .collect();
         Self {
@@ -174,7 +162,6 @@ impl ValidateClient {
             }
             let share = left / u32::try_from(servers.len() - i).unwrap_or(1);
             let req = Request::post(format!("{}?{query}", server.path))
-                .header(HOST, server.host.clone())
                 .header(
                     CONTENT_TYPE,
                     HeaderValue::from_static("application/x-www-form-urlencoded"),

@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use http::header::{HOST, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
 
 use super::body::{ProxyBody, Streamed};
@@ -31,47 +30,20 @@ impl UpstreamError {
     }
 }
 
+#[derive(Debug)]
 pub struct Upstream {
     pool: Pool<ProxyBody>,
-    /// The Host a request without one gets (an HTTP/1.0 client may omit it).
-    host: HeaderValue,
     timeout: Duration,
-    target: Uri,
-}
-
-impl std::fmt::Debug for Upstream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Upstream({})", self.target)
-    }
 }
 
 impl Upstream {
     /// `pool_idle` bounds how long an unused pooled connection is kept;
     /// `workers` is how many worker threads will call it (one pool each).
     pub fn new(config: &UpstreamConfig, pool_idle: Duration, workers: usize) -> Self {
-        let scheme = config.url.scheme().cloned().unwrap_or(Scheme::HTTP);
-        let authority = config
-            .url
-            .authority()
-            .cloned()
-            .unwrap_or_else(|| Authority::from_static("127.0.0.1"));
-        let host = HeaderValue::from_str(authority.as_str())
-            .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
-        let target = match Uri::builder()
-            .scheme(scheme)
-            .authority(authority)
-            .path_and_query("/")
-            .build()
-        {
-            Ok(uri) => uri,
-            Err(_) => unreachable!("scheme and authority were each already valid"),
-        };
         let connector = crate::server::tls::client_connector(config.connect_timeout);
         Self {
-            pool: Pool::new(connector, target.clone(), pool_idle, workers),
-            host,
+            pool: Pool::new(connector, &config.url, pool_idle, workers),
             timeout: config.timeout,
-            target,
         }
     }
 
@@ -93,9 +65,6 @@ impl Upstream {
         }
         // The upstream leg is HTTP/1.1 whatever the client spoke.
         *req.version_mut() = Version::HTTP_11;
-        req.headers_mut()
-            .entry(HOST)
-            .or_insert_with(|| self.host.clone());
         match tokio::time::timeout(self.timeout, self.pool.send(req)).await {
             Ok(Ok((resp, lease))) => Ok(resp.map(|body| Streamed::leased(body, lease))),
             Ok(Err(e)) => Err(UpstreamError::Unreachable(e)),
