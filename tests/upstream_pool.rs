@@ -108,29 +108,44 @@ async fn serve(mut stream: TcpStream, one_per_connection: bool, closed: Arc<Atom
     }
 }
 
-/// Gatekeeper in front of `upstream`, with `extra` config appended.
-async fn gatekeeper_for(
-    upstream: SocketAddr,
-    extra: &str,
-) -> (gatekeeper::server::RunningServer, TestCerts, Sim) {
-    let certs = TestCerts::new();
-    let sim = Sim::start().await;
-    let text = config_text(&certs, upstream, &sim.url(), extra);
-    let config = parse_config(&text, certs.dir.path());
-    let server = gatekeeper::server::start(config)
-        .await
-        .expect("gatekeeper starts");
-    (server, certs, sim)
+/// Gatekeeper in front of a raw upstream, and one keep-alive client
+/// connection to its cleartext listener.
+struct Proxied {
+    upstream: RawUpstream,
+    server: gatekeeper::server::RunningServer,
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    _certs: TestCerts,
+    _sim: Sim,
 }
 
-/// One keep-alive client connection to gatekeeper's cleartext listener.
-async fn client(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    sender
+impl Proxied {
+    /// `extra` is config appended to the test config.
+    async fn start(one_per_connection: bool, extra: &str) -> Self {
+        let upstream = RawUpstream::start(one_per_connection).await;
+        let certs = TestCerts::new();
+        let sim = Sim::start().await;
+        let text = config_text(&certs, upstream.addr, &sim.url(), extra);
+        let config = parse_config(&text, certs.dir.path());
+        let server = gatekeeper::server::start(config)
+            .await
+            .expect("gatekeeper starts");
+        let stream = TcpStream::connect(server.http_addr.unwrap()).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        Self {
+            upstream,
+            server,
+            sender,
+            _certs: certs,
+            _sim: sim,
+        }
+    }
+
+    async fn shutdown(self) {
+        self.server.shutdown(Duration::from_secs(1)).await;
+    }
 }
 
 async fn get(
@@ -159,77 +174,72 @@ async fn send(
 
 #[tokio::test]
 async fn requests_in_turn_share_one_upstream_connection_even_after_long_bodies() {
-    let upstream = RawUpstream::start(false).await;
-    let (server, _certs, _sim) = gatekeeper_for(upstream.addr, "").await;
-    let mut sender = client(server.http_addr.unwrap()).await;
+    let mut proxied = Proxied::start(false, "").await;
     for i in 0..20 {
         // Every fifth answer is 1 MB, streamed in pieces: the connection goes
         // back to the pool only when such a body has been relayed in full.
         let path = if i % 5 == 0 { "/big/1000000" } else { "/" };
-        let (status, body) = get(&mut sender, path).await;
+        let (status, body) = get(&mut proxied.sender, path).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body.len(), if i % 5 == 0 { 1_000_000 } else { 2 });
     }
     assert_eq!(
-        upstream.accepted(),
+        proxied.upstream.accepted(),
         1,
         "each request opened its own connection"
     );
-    server.shutdown(Duration::from_secs(1)).await;
+    proxied.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_bodiless_answer_gives_its_connection_back_at_once() {
-    let upstream = RawUpstream::start(false).await;
-    let (server, _certs, _sim) = gatekeeper_for(upstream.addr, "").await;
-    let mut sender = client(server.http_addr.unwrap()).await;
+    let mut proxied = Proxied::start(false, "").await;
     for i in 0..10 {
         let method = if i % 2 == 0 {
             http::Method::HEAD
         } else {
             http::Method::GET
         };
-        let (status, body) = send(&mut sender, method, "/").await;
+        let (status, body) = send(&mut proxied.sender, method, "/").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body.len(), if i % 2 == 0 { 0 } else { 2 });
     }
-    assert_eq!(upstream.accepted(), 1, "a HEAD answer kept its connection");
-    server.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(
+        proxied.upstream.accepted(),
+        1,
+        "a HEAD answer kept its connection"
+    );
+    proxied.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_pooled_connection_the_upstream_closed_is_not_used() {
-    let upstream = RawUpstream::start(true).await;
-    let (server, _certs, _sim) = gatekeeper_for(upstream.addr, "").await;
-    let mut sender = client(server.http_addr.unwrap()).await;
+    let mut proxied = Proxied::start(true, "").await;
     for _ in 0..3 {
-        let (status, body) = get(&mut sender, "/").await;
+        let (status, body) = get(&mut proxied.sender, "/").await;
         assert_eq!(status, StatusCode::OK, "{body:?}");
         // Time for the upstream's close to reach gatekeeper.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(upstream.accepted(), 3);
-    server.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(proxied.upstream.accepted(), 3);
+    proxied.shutdown().await;
 }
 
 #[tokio::test]
 async fn an_idle_upstream_connection_is_closed_after_the_idle_timeout() {
-    let upstream = RawUpstream::start(false).await;
-    let (server, _certs, _sim) =
-        gatekeeper_for(upstream.addr, "[limits]\nidle_timeout = \"300ms\"\n").await;
-    let mut sender = client(server.http_addr.unwrap()).await;
-    let (status, _) = get(&mut sender, "/").await;
+    let mut proxied = Proxied::start(false, "[limits]\nidle_timeout = \"300ms\"\n").await;
+    let (status, _) = get(&mut proxied.sender, "/").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(upstream.closed_by_gatekeeper(), 0);
+    assert_eq!(proxied.upstream.closed_by_gatekeeper(), 0);
     // Within two idle timeouts (one to expire, one for the sweep to see it),
     // with no request to trigger it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    while upstream.closed_by_gatekeeper() == 0 {
+    while proxied.upstream.closed_by_gatekeeper() == 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the idle upstream connection stayed open"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    server.shutdown(Duration::from_secs(1)).await;
+    proxied.shutdown().await;
 }
