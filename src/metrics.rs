@@ -19,6 +19,7 @@
 //! | `gatekeeper_config_reloads_total` | counter | result |
 //! | `gatekeeper_config_info` | gauge (1) | hash |
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use http::Method;
@@ -31,7 +32,8 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub route: String,
+    /// Borrowed for ungated requests ("-"): most requests allocate nothing here.
+    pub route: Cow<'static, str>,
     pub method: &'static str,
     pub status: u16,
 }
@@ -179,7 +181,7 @@ impl Metrics {
 
     pub fn request(&self, route: Option<&str>, method: &Method, status: u16) {
         let labels = RequestLabels {
-            route: route.unwrap_or("-").to_owned(),
+            route: route.map_or(Cow::Borrowed("-"), |r| Cow::Owned(r.to_owned())),
             method: method_label(method),
             status,
         };

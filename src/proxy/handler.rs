@@ -14,7 +14,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::body::ProxyBody;
 use super::headers::X_GATEKEEPER_CAPTCHA;
-use super::headers::forwarding::{client_addr, is_trusted, set_forwarding_headers};
+use super::headers::forwarding::{client_addr, is_trusted, peer_header, set_forwarding_headers};
 use super::headers::framing::{FramingError, check_request, is_websocket_upgrade};
 use super::headers::hop::strip_hop_by_hop;
 use super::response::{closing_error, json_error};
@@ -28,11 +28,23 @@ use crate::routing::RouteTable;
 pub const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// What the connection knows about where a request came from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The scheme the client used to reach gatekeeper: `"https"` or `"http"`.
     pub scheme: &'static str,
+    /// The peer's address as X-Forwarded-For text.
+    peer_header: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, scheme: &'static str) -> Self {
+        Self {
+            peer,
+            scheme,
+            peer_header: peer_header(peer.ip()),
+        }
+    }
 }
 
 /// Everything a request needs, built once per loaded configuration.
@@ -76,19 +88,20 @@ impl Proxy {
         wire: Option<Result<(), FramingError>>,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
-        let request_id = self.request_id(&req, conn);
+        let request_id = self.request_id(&req, &conn);
         // The upstream gets the same id the logs carry.
         req.headers_mut().insert(X_REQUEST_ID, request_id.clone());
         let span = info_span!("request", id = %request_id.to_str().unwrap_or("-"));
         async move {
             let method = req.method().clone();
-            let path = req.uri().path().to_owned();
+            // For the log line; a Uri clone shares the request's bytes.
+            let uri = req.uri().clone();
             let mut trace = Trace::default();
             let resp = match wire
                 .unwrap_or(Ok(()))
                 .and_then(|()| check_request(req.method(), req.headers()))
             {
-                Ok(()) => self.route_and_forward(req, conn, &mut trace).await,
+                Ok(()) => self.route_and_forward(req, &conn, &mut trace).await,
                 Err(e) => closing_error(StatusCode::BAD_REQUEST, "bad_request", e.0),
             };
             let status = resp.status().as_u16();
@@ -96,7 +109,7 @@ impl Proxy {
             // The query is never logged: GeeTest's own demos put the proof there.
             info!(
                 method = %method,
-                path = %path,
+                path = %uri.path(),
                 status,
                 route = trace.route.unwrap_or("-"),
                 upstream_ms = trace.upstream_ms,
@@ -112,7 +125,7 @@ impl Proxy {
 
     /// A trusted proxy's `X-Request-Id` is kept (if it is a sane token);
     /// otherwise a new one is made.
-    fn request_id<B>(&self, req: &Request<B>, conn: ConnInfo) -> HeaderValue {
+    fn request_id<B>(&self, req: &Request<B>, conn: &ConnInfo) -> HeaderValue {
         let trusted = is_trusted(conn.peer.ip(), &self.trusted_proxies);
         let given = req.headers().get(&X_REQUEST_ID).filter(|v| {
             trusted
@@ -125,8 +138,12 @@ impl Proxy {
             Some(v) => v.clone(),
             None => {
                 let id: [u8; 16] = rand::random();
-                HeaderValue::from_str(&hex::encode(id))
-                    .unwrap_or_else(|_| HeaderValue::from_static("-"))
+                let mut text = [0u8; 32];
+                // Hex digits are always a valid header value.
+                hex::encode_to_slice(id, &mut text)
+                    .ok()
+                    .and_then(|()| HeaderValue::from_bytes(&text).ok())
+                    .unwrap_or_else(|| HeaderValue::from_static("-"))
             }
         }
     }
@@ -134,7 +151,7 @@ impl Proxy {
     async fn route_and_forward<'s>(
         &'s self,
         mut req: Request<Incoming>,
-        conn: ConnInfo,
+        conn: &ConnInfo,
         trace: &mut Trace<'s>,
     ) -> Response<ProxyBody> {
         let authority = match request_authority(&req) {
@@ -196,7 +213,7 @@ impl Proxy {
     fn rewrite_request_headers(
         &self,
         req: &mut Request<ProxyBody>,
-        conn: ConnInfo,
+        conn: &ConnInfo,
         authority: Option<&Authority>,
         websocket: bool,
     ) {
@@ -205,17 +222,23 @@ impl Proxy {
         if websocket {
             mark_websocket_upgrade(headers);
         }
+        // Usually the Host header itself, shared rather than copied.
+        let authority = authority.and_then(|a| match headers.get(HOST) {
+            Some(v) if v.as_bytes() == a.as_str().as_bytes() => Some(v.clone()),
+            _ => HeaderValue::from_str(a.as_str()).ok(),
+        });
         set_forwarding_headers(
             headers,
             conn.peer.ip(),
+            &conn.peer_header,
             &self.trusted_proxies,
             conn.scheme,
-            authority.map(Authority::as_str),
+            authority.clone(),
         );
         // HTTP/2 carries the host in :authority; the upstream speaks HTTP/1.1
         // and gets it as Host (RFC 9113 §8.3.1). An HTTP/1 Host is kept as sent.
         if !headers.contains_key(HOST)
-            && let Some(v) = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            && let Some(v) = authority
         {
             headers.insert(HOST, v);
         }

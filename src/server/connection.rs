@@ -153,7 +153,9 @@ where
     let io = Inspected::new(io, verdicts.clone(), activity.clone());
     let service = {
         let activity = activity.clone();
+        let info = info.clone();
         service_fn(move |req: Request<Incoming>| {
+            let info = info.clone();
             // Each request runs on the configuration of the moment it arrived.
             let proxy = live.load().proxy.clone();
             let guard = InFlight::begin(activity.clone());

@@ -116,10 +116,7 @@ async fn accept_loop(tcp: TcpListener, role: Role, ctx: Context, mut stop: watch
                 continue;
             }
         };
-        let info = ConnInfo {
-            peer,
-            scheme: role.label(),
-        };
+        let info = ConnInfo::new(peer, role.label());
         let (live, shared, drain) = (ctx.live.clone(), ctx.shared.clone(), ctx.drain.clone());
         ctx.workers.spawn(async move {
             let _permit = permit;

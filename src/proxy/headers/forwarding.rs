@@ -55,28 +55,35 @@ fn chain(headers: &HeaderMap) -> impl DoubleEndedIterator<Item = &str> {
         .into_iter()
 }
 
-/// Rewrites the forwarding headers for the upstream. `proto` is the scheme the
-/// client used to reach gatekeeper; `host` the request's authority.
+/// The text X-Forwarded-For gives for `peer`: made once per connection, since
+/// formatting an address for every request shows in profiles.
+pub fn peer_header(peer: IpAddr) -> HeaderValue {
+    // An IP address's text form is always a valid header value.
+    HeaderValue::from_str(&peer.to_canonical().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// Rewrites the forwarding headers for the upstream. `peer_text` is
+/// [`peer_header`] of `peer`; `proto` is the scheme the client used to reach
+/// gatekeeper; `host` the request's authority.
 pub fn set_forwarding_headers(
     headers: &mut HeaderMap,
     peer: IpAddr,
+    peer_text: &HeaderValue,
     trusted: &[IpNet],
     proto: &'static str,
-    host: Option<&str>,
+    host: Option<HeaderValue>,
 ) {
-    let peer = peer.to_canonical();
     let trusted_peer = is_trusted(peer, trusted);
 
     let xff = if trusted_peer {
         let mut hops: Vec<&str> = chain(headers).collect();
-        let peer_text = peer.to_string();
-        hops.push(&peer_text);
+        hops.extend(peer_text.to_str().ok());
         HeaderValue::from_str(&hops.join(", ")).ok()
     } else {
         None
     };
-    let xff = xff.unwrap_or_else(|| header_value_of(&peer.to_string()));
-    headers.insert(X_FORWARDED_FOR, xff);
+    headers.insert(X_FORWARDED_FOR, xff.unwrap_or_else(|| peer_text.clone()));
 
     // A trusted proxy in front knows the original scheme and host; otherwise
     // these are ours to state.
@@ -84,7 +91,7 @@ pub fn set_forwarding_headers(
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     if !(trusted_peer && headers.contains_key(&X_FORWARDED_HOST)) {
-        match host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        match host {
             Some(v) => {
                 headers.insert(X_FORWARDED_HOST, v);
             }
@@ -97,11 +104,6 @@ pub fn set_forwarding_headers(
         // RFC 7239's header carries the same claims; from an untrusted peer it is spoofed.
         headers.remove(FORWARDED);
     }
-}
-
-fn header_value_of(ip_text: &str) -> HeaderValue {
-    // An IP address's text form is always a valid header value.
-    HeaderValue::from_str(ip_text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 #[cfg(test)]
@@ -127,9 +129,10 @@ mod tests {
         set_forwarding_headers(
             &mut h,
             peer,
+            &peer_header(peer),
             &nets(&["10.0.0.0/8"]),
             "https",
-            Some("a.test"),
+            Some(HeaderValue::from_static("a.test")),
         );
         assert_eq!(h.get_all(X_FORWARDED_FOR).iter().count(), 1);
         assert_eq!(h[X_FORWARDED_FOR], "203.0.113.9");
@@ -151,7 +154,7 @@ mod tests {
         let peer: IpAddr = "10.9.9.9".parse().expect("ip");
         let trusted = nets(&["10.0.0.0/8"]);
         assert_eq!(client_addr(peer, &h, &trusted).to_string(), "198.51.100.1");
-        set_forwarding_headers(&mut h, peer, &trusted, "http", None);
+        set_forwarding_headers(&mut h, peer, &peer_header(peer), &trusted, "http", None);
         assert_eq!(h.get_all(X_FORWARDED_FOR).iter().count(), 1);
         assert_eq!(
             h[X_FORWARDED_FOR],
@@ -160,8 +163,9 @@ mod tests {
     }
 
     #[test]
-    fn ipv4_mapped_peer_is_matched_as_ipv4() {
+    fn ipv4_mapped_peer_is_matched_and_forwarded_as_ipv4() {
         let peer: IpAddr = "::ffff:10.0.0.1".parse().expect("ip");
         assert!(is_trusted(peer, &nets(&["10.0.0.0/8"])));
+        assert_eq!(peer_header(peer), "10.0.0.1");
     }
 }
