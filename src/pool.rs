@@ -59,6 +59,13 @@ struct Idle<B> {
     since: Instant,
 }
 
+impl<B> Idle<B> {
+    /// Still open at the server's end and not idle past `timeout`.
+    fn usable(&self, timeout: Duration) -> bool {
+        !self.sender.is_closed() && self.since.elapsed() < timeout
+    }
+}
+
 /// A connection lent to one request, to be given back (`release`) once its
 /// response body has ended. Dropped instead (the body was abandoned or
 /// failed), the connection closes: hyper could not reuse it anyway.
@@ -167,9 +174,9 @@ impl<B: Send + 'static> IdleStack<B> {
     /// are closed.
     fn take(&self) -> Option<SendRequest<B>> {
         let mut idle = self.idle.lock().ok()?;
-        while let Some(Idle { sender, since }) = idle.pop_back() {
-            if !sender.is_closed() && since.elapsed() < self.idle_timeout {
-                return Some(sender);
+        while let Some(candidate) = idle.pop_back() {
+            if candidate.usable(self.idle_timeout) {
+                return Some(candidate.sender);
             }
         }
         None
@@ -188,7 +195,7 @@ impl<B: Send + 'static> IdleStack<B> {
     /// them, and those the upstream closed.
     fn sweep(&self) {
         if let Ok(mut idle) = self.idle.lock() {
-            idle.retain(|i| !i.sender.is_closed() && i.since.elapsed() < self.idle_timeout);
+            idle.retain(|i| i.usable(self.idle_timeout));
         }
     }
 
