@@ -62,8 +62,6 @@ struct Inner {
 }
 
 struct Server {
-    /// `{api_server}/validate`, without the query.
-    endpoint: String,
     /// The endpoint's path, which requests carry (origin-form).
     path: String,
     /// Keep-alive connections to this server, per worker thread.
@@ -73,13 +71,11 @@ struct Server {
 
 impl std::fmt::Debug for ValidateClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let endpoints: Vec<&str> = self
-            .inner
-            .servers
-            .iter()
-            .map(|s| s.endpoint.as_str())
-            .collect();
-        write!(f, "ValidateClient({})", endpoints.join(", "))
+        let mut servers = f.debug_tuple("ValidateClient");
+        for s in &self.inner.servers {
+            servers.field(&format_args!("{:?} {}", s.pool, s.path));
+        }
+        servers.finish()
     }
 }
 
@@ -101,7 +97,6 @@ impl ValidateClient {
         let servers = api_servers
             .iter()
             .map(|uri| Server {
-                endpoint: format!("{}/validate", uri.to_string().trim_end_matches('/')),
                 path: format!("{}/validate", uri.path().trim_end_matches('/')),
                 pool: Pool::new(
                     crate::server::tls::client_connector(timeout),
