@@ -56,7 +56,13 @@ fn defaults_apply_to_a_minimal_file() {
     assert_eq!(c.replay.store, ReplayStoreKind::Memory);
     let route = &c.routes[0];
     assert_eq!(route.path, PathMatch::Exact("/login".into()));
-    assert_eq!(route.methods, vec![http::Method::POST]);
+    assert_eq!(
+        route.methods,
+        gatekeeper::config::Methods::Unsafe,
+        "a route without methods gates all but GET, HEAD and OPTIONS"
+    );
+    assert!(!route.strict);
+    assert_eq!(c.paths, gatekeeper::config::PathRules::default());
     assert_eq!(
         route.captchas[0].name, "login",
         "the only credential is the default"
@@ -191,9 +197,10 @@ fn overlapping_routes_are_refused_and_point_at_the_first() {
         "[[route]]\npath = \"/a\"\nmethods = [\"POST\", \"GET\"]\n[[route]]\npath = \"/a\"\nmethods = [\"GET\"]\n",
     ));
     assert!(msg.contains("overlaps the route on line 10"), "{msg}");
-    // Same path on different hosts, or disjoint methods, is fine.
+    // Same path on different hosts, or disjoint methods, is fine (a route
+    // without methods gates all but GET, HEAD and OPTIONS).
     let ok = minimal(
-        "[[route]]\npath = \"/a\"\n[[route]]\npath = \"/a\"\nhost = \"x.test\"\n[[route]]\npath = \"/a\"\nmethods = [\"PUT\"]\n",
+        "[[route]]\npath = \"/a\"\n[[route]]\npath = \"/a\"\nhost = \"x.test\"\n[[route]]\npath = \"/a\"\nmethods = [\"GET\"]\n",
     );
     assert!(parse_str(&ok, Path::new("gk.toml")).is_ok());
 }

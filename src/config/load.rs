@@ -12,11 +12,14 @@ use ipnet::IpNet;
 use serde_spanned::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use crate::routing::NormalPath;
+
 use super::diagnostic::{ConfigError, Report};
 use super::raw::{self, OneOrMany, RawConfig, RawSize};
 use super::{
-    Captcha, CaptchaKey, Config, GeetestConfig, Limits, OnError, OnStoreError, PathMatch,
-    ReplayConfig, ReplayStoreKind, Route, ServerConfig, ThrottleConfig, TlsFiles, UpstreamConfig,
+    Captcha, CaptchaKey, Config, EncodedSlash, GeetestConfig, Limits, Methods, OnError,
+    OnStoreError, PathMatch, PathRules, ReplayConfig, ReplayStoreKind, Route, ServerConfig,
+    ThrottleConfig, TlsFiles, UpstreamConfig,
 };
 
 /// Clock skew allowed on top of `max_token_age` when sizing the replay TTL.
@@ -73,6 +76,7 @@ fn unknown_keys(top: &DeTable<'_>, report: &mut Report<'_>) {
             "tls" => raw::TLS,
             "upstream" => raw::UPSTREAM,
             "limits" => raw::LIMITS,
+            "paths" => raw::PATHS,
             "geetest" => raw::GEETEST,
             "replay" => raw::REPLAY,
             "throttle" => raw::THROTTLE,
@@ -142,6 +146,7 @@ impl Loader<'_, '_> {
         let tls = self.tls(raw.tls.as_ref(), server.https.is_some());
         let upstream = self.upstream(raw.upstream.as_ref());
         let limits = self.limits(&raw.limits);
+        let paths = self.paths(&raw.paths);
         let geetest = self.geetest(&raw.geetest);
         let captchas = self.captchas(&raw.captcha);
         let replay = self.replay(&raw.replay, geetest.max_token_age);
@@ -153,6 +158,7 @@ impl Loader<'_, '_> {
             tls,
             upstream,
             limits,
+            paths,
             geetest,
             captchas,
             routes,
@@ -432,7 +438,30 @@ impl Loader<'_, '_> {
                 "limits.max_connections",
                 10_000,
             ),
+            body_idle_timeout: self.duration(
+                raw.body_idle_timeout.as_ref(),
+                "limits.body_idle_timeout",
+                Duration::from_secs(60),
+            ),
         }
+    }
+
+    fn paths(&mut self, raw: &raw::RawPaths) -> PathRules {
+        let mut rules = PathRules::default();
+        if let Some(v) = &raw.encoded_slash {
+            match v.get_ref().as_str() {
+                "reject" => rules.encoded_slash = EncodedSlash::Reject,
+                "keep" => rules.encoded_slash = EncodedSlash::Keep,
+                other => self.error(
+                    v.span(),
+                    format!("paths.encoded_slash must be \"reject\" or \"keep\", not \"{other}\""),
+                ),
+            }
+        }
+        if let Some(v) = &raw.merge_slashes {
+            rules.merge_slashes = *v.get_ref();
+        }
+        rules
     }
 
     fn geetest(&mut self, raw: &raw::RawGeetest) -> GeetestConfig {
@@ -695,6 +724,7 @@ impl Loader<'_, '_> {
             };
             let host = r.host.as_ref().and_then(|h| self.route_host(h));
             let methods = self.methods(r.methods.as_ref());
+            let strict = r.strict.as_ref().is_some_and(|v| *v.get_ref());
             let route_captchas = self.route_captchas(r.captcha.as_ref(), captchas, span.clone());
             let on_error = self.on_error(r.on_error.as_ref(), "route.on_error", default_on_error);
             let reject_redirect = r.reject_redirect.as_ref().and_then(|v| {
@@ -720,6 +750,7 @@ impl Loader<'_, '_> {
                 path,
                 host,
                 methods,
+                strict,
                 captchas: route_captchas,
                 on_error,
                 reject_redirect,
@@ -761,25 +792,36 @@ impl Loader<'_, '_> {
         }
     }
 
+    /// A route path must be in the normal form requests are routed in, or
+    /// it could never match.
     fn route_path(&mut self, v: &Spanned<String>) -> Option<String> {
-        if v.get_ref().starts_with('/') {
-            Some(v.get_ref().clone())
-        } else {
-            self.error(
-                v.span(),
-                format!("route path \"{}\" must start with \"/\"", v.get_ref()),
-            );
-            None
+        let written = v.get_ref();
+        match NormalPath::new(written, PathRules::default()) {
+            Ok(normal) if *normal.path == **written => Some(written.clone()),
+            Ok(normal) => {
+                self.error(
+                    v.span(),
+                    format!(
+                        "route path \"{written}\" is not in normal form; requests are routed as \"{}\"",
+                        normal.path
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                self.error(v.span(), format!("route path \"{written}\": {e}"));
+                None
+            }
         }
     }
 
-    fn methods(&mut self, raw: Option<&Spanned<Vec<Spanned<String>>>>) -> Vec<Method> {
+    fn methods(&mut self, raw: Option<&Spanned<Vec<Spanned<String>>>>) -> Methods {
         let Some(list) = raw else {
-            return vec![Method::POST];
+            return Methods::Unsafe;
         };
         if list.get_ref().is_empty() {
             self.error(list.span(), "methods must not be empty");
-            return vec![Method::POST];
+            return Methods::Unsafe;
         }
         let mut out = Vec::new();
         for m in list.get_ref() {
@@ -794,7 +836,7 @@ impl Loader<'_, '_> {
                 ),
             }
         }
-        out
+        Methods::Listed(out)
     }
 
     fn route_captchas(
@@ -850,5 +892,11 @@ impl Loader<'_, '_> {
 }
 
 fn overlaps(a: &Route, b: &Route) -> bool {
-    a.path == b.path && a.host == b.host && a.methods.iter().any(|m| b.methods.contains(m))
+    let shared_method = match (&a.methods, &b.methods) {
+        (Methods::Listed(x), other) | (other, Methods::Listed(x)) => {
+            x.iter().any(|m| other.contains(m))
+        }
+        (Methods::Unsafe, Methods::Unsafe) => true,
+    };
+    a.path == b.path && a.host == b.host && shared_method
 }

@@ -32,6 +32,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     pub upstream: UpstreamConfig,
     pub limits: Limits,
+    /// How request paths are normalised before routing and forwarding.
+    pub paths: PathRules,
     pub geetest: GeetestConfig,
     /// Named GeeTest credentials, by name (`[captcha.NAME]`).
     pub captchas: BTreeMap<String, Arc<Captcha>>,
@@ -85,6 +87,8 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// The longest pause in a request body streamed to the upstream.
+    pub body_idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -146,7 +150,10 @@ pub struct Route {
     pub path: PathMatch,
     /// Lowercase host without port, when the route is bound to one.
     pub host: Option<String>,
-    pub methods: Vec<Method>,
+    pub methods: Methods,
+    /// Match the path exactly as written (case, trailing slash and
+    /// `;parameters` count) instead of leniently.
+    pub strict: bool,
     /// Credentials accepted on this route; never empty. The first is used
     /// when the client sends no `captcha_id`.
     pub captchas: Vec<Arc<Captcha>>,
@@ -155,6 +162,15 @@ pub struct Route {
     pub reject_redirect: Option<String>,
     /// A short label for logs and metrics: `[host]/path` or `[host]/prefix*`.
     pub origin: String,
+}
+
+/// The methods a route gates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Methods {
+    /// Exactly these (HEAD counts as GET when matching).
+    Listed(Vec<Method>),
+    /// Every method but GET, HEAD and OPTIONS: the default.
+    Unsafe,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,3 +216,4 @@ pub enum ReplayStoreKind {
 }
 
 pub use crate::replay::OnStoreError;
+pub use crate::routing::{EncodedSlash, PathRules};

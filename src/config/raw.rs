@@ -11,7 +11,8 @@ type S<T> = Option<Spanned<T>>;
 
 /// The known keys of each table, for unknown-key errors and suggestions.
 pub(super) const TOP: &[&str] = &[
-    "server", "tls", "upstream", "limits", "geetest", "captcha", "replay", "throttle", "route",
+    "server", "tls", "upstream", "limits", "paths", "geetest", "captcha", "replay", "throttle",
+    "route",
 ];
 pub(super) const SERVER: &[&str] = &[
     "https",
@@ -30,7 +31,9 @@ pub(super) const LIMITS: &[&str] = &[
     "handshake_timeout",
     "idle_timeout",
     "max_connections",
+    "body_idle_timeout",
 ];
+pub(super) const PATHS: &[&str] = &["encoded_slash", "merge_slashes"];
 pub(super) const GEETEST: &[&str] = &[
     "api_server",
     "api_servers",
@@ -58,6 +61,7 @@ pub(super) const ROUTE: &[&str] = &[
     "captcha",
     "on_error",
     "reject_redirect",
+    "strict",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -68,6 +72,8 @@ pub(super) struct RawConfig {
     pub upstream: S<RawUpstream>,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub paths: RawPaths,
     #[serde(default)]
     pub geetest: RawGeetest,
     #[serde(default)]
@@ -126,6 +132,13 @@ pub(super) struct RawLimits {
     pub handshake_timeout: S<String>,
     pub idle_timeout: S<String>,
     pub max_connections: S<i64>,
+    pub body_idle_timeout: S<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawPaths {
+    pub encoded_slash: S<String>,
+    pub merge_slashes: S<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -174,4 +187,5 @@ pub(super) struct RawRoute {
     pub captcha: S<OneOrMany>,
     pub on_error: S<String>,
     pub reject_redirect: S<String>,
+    pub strict: S<bool>,
 }

@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use humantime::format_duration as d;
 
-use super::{Config, OnError, PathMatch, ReplayStoreKind};
+use super::{Config, EncodedSlash, Methods, OnError, PathMatch, ReplayStoreKind};
 
 impl Config {
     pub fn summary(&self) -> String {
@@ -70,19 +70,52 @@ impl Config {
                 t.per_second, t.burst, t.max_clients
             );
         }
+        let p = &self.paths;
+        let _ = writeln!(
+            out,
+            "paths: normalised before routing and forwarded normalised (unreserved escapes decoded, dot segments removed{}); refused with 400: {}%00, control characters, invalid UTF-8 escapes, climbs above the root, lower-case methods",
+            if p.merge_slashes {
+                ", repeated slashes merged"
+            } else {
+                "; repeated slashes kept, routed as one"
+            },
+            match p.encoded_slash {
+                EncodedSlash::Reject => "encoded / and \\, ",
+                EncodedSlash::Keep => "",
+            },
+        );
+        if p.encoded_slash == EncodedSlash::Keep {
+            let _ = writeln!(
+                out,
+                "paths: encoded / and \\ forwarded as sent, routed as a /"
+            );
+        }
         let _ = writeln!(out, "config hash: {}", self.hash);
         let _ = writeln!(out, "routes ({}):", self.routes.len());
         for r in &self.routes {
-            let methods: Vec<&str> = r.methods.iter().map(http::Method::as_str).collect();
-            let kind = match r.path {
-                PathMatch::Exact(_) => "exact",
-                PathMatch::Prefix(_) => "prefix",
+            let methods = match &r.methods {
+                Methods::Listed(list) => {
+                    let mut names: Vec<&str> = list.iter().map(http::Method::as_str).collect();
+                    if list.contains(&http::Method::GET) && !list.contains(&http::Method::HEAD) {
+                        names.push("(HEAD)");
+                    }
+                    names.join(",")
+                }
+                Methods::Unsafe => "all but GET,HEAD,OPTIONS".to_owned(),
+            };
+            let kind = match (&r.path, r.strict) {
+                (PathMatch::Exact(_), false) => {
+                    "exact path, any case, trailing slash and ;params ignored"
+                }
+                (PathMatch::Prefix(_), false) => "prefix, any case, ;params ignored",
+                (PathMatch::Exact(_), true) => "exact path, strict",
+                (PathMatch::Prefix(_), true) => "prefix, strict",
             };
             let names: Vec<&str> = r.captchas.iter().map(|c| c.name.as_str()).collect();
             let _ = writeln!(
                 out,
                 "  {} {} ({kind}) captcha {} on_error {}",
-                methods.join(","),
+                methods,
                 r.origin,
                 names.join(","),
                 on_error(r.on_error)

@@ -4,9 +4,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{CONNECTION, HOST, HeaderValue, UPGRADE};
-use http::uri::Authority;
-use http::{Request, Response, StatusCode};
+use std::borrow::Cow;
+
+use http::header::{CONNECTION, COOKIE, HOST, HeaderValue, UPGRADE};
+use http::uri::{Authority, PathAndQuery};
+use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
@@ -22,7 +24,7 @@ use super::upstream::{Upstream, UpstreamError};
 use crate::config::{Config, Route};
 use crate::gate::Gate;
 use crate::metrics::{KindLabels, Metrics};
-use crate::routing::RouteTable;
+use crate::routing::{NormalPath, PathRules, RequestMethods, RouteTable, normal_host};
 
 /// Passed upstream and logged with every line of the request.
 pub const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
@@ -51,6 +53,7 @@ impl ConnInfo {
 #[derive(Debug)]
 pub struct Proxy {
     routes: RouteTable,
+    path_rules: PathRules,
     upstream: Upstream,
     gate: Gate,
     trusted_proxies: Vec<IpNet>,
@@ -68,6 +71,7 @@ impl Proxy {
     pub fn new(config: &Config, gate: Gate, metrics: Arc<Metrics>) -> Self {
         Self {
             routes: RouteTable::new(config.routes.clone()),
+            path_rules: config.paths,
             upstream: Upstream::new(
                 &config.upstream,
                 config.limits.idle_timeout,
@@ -154,18 +158,32 @@ impl Proxy {
         conn: &ConnInfo,
         trace: &mut Trace<'s>,
     ) -> Response<ProxyBody> {
-        let authority = match request_authority(&req) {
-            Ok(a) => a,
-            Err(reason) => return closing_error(StatusCode::BAD_REQUEST, "bad_request", reason),
+        let Target {
+            authority,
+            path,
+            methods,
+            normalised_uri,
+        } = match self.canonical_target(&mut req) {
+            Ok(target) => target,
+            Err(reason) => return closing_error(StatusCode::BAD_REQUEST, "bad_request", &reason),
         };
-        let host = authority.as_ref().map(Authority::host);
-        let route = self.routes.find(host, req.uri().path(), req.method());
+        let route = self
+            .routes
+            .find(authority.as_ref().map(Authority::host), &path, &methods);
         trace.route = route.map(|r| r.origin.as_str());
+        if let Some(normal) = normalised_uri {
+            *req.uri_mut() = normal;
+        }
+        if req.version() == Version::HTTP_2 {
+            join_cookies(req.headers_mut());
+        }
 
         // Only gatekeeper states this header, on every route.
         req.headers_mut().remove(X_GATEKEEPER_CAPTCHA);
         let websocket = route.is_none() && is_websocket_upgrade(req.headers());
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+        // The client's hop-by-hop headers go before gatekeeper adds its own.
+        strip_hop_by_hop(req.headers_mut());
 
         let mut req = match route {
             Some(route) => {
@@ -210,6 +228,52 @@ impl Proxy {
         resp.map(ProxyBody::Left)
     }
 
+    /// The request as routing reads it and the upstream will get it: host,
+    /// path and methods in normal form (see [`crate::routing`]), or why the
+    /// request is refused.
+    fn canonical_target<'r, B>(&self, req: &'r mut Request<B>) -> Result<Target<'r>, String> {
+        let mut authority = request_authority(req).map_err(str::to_owned)?;
+        if let Some(a) = &authority {
+            let host = normal_host(a.host()).ok_or("invalid host")?;
+            if host != a.host() || host.bytes().any(|b| b.is_ascii_uppercase()) {
+                let normal = match a.port() {
+                    Some(port) => format!("{}:{port}", host.to_ascii_lowercase()),
+                    None => host.to_ascii_lowercase(),
+                };
+                let normal = Authority::try_from(normal).map_err(|_| "invalid host")?;
+                if req.headers().contains_key(HOST) {
+                    let value =
+                        HeaderValue::from_str(normal.as_str()).map_err(|_| "invalid host")?;
+                    req.headers_mut().insert(HOST, value);
+                }
+                authority = Some(normal);
+            }
+        }
+        let methods = RequestMethods::new(req.method(), req.headers(), req.uri().query())
+            .map_err(|e| e.to_string())?;
+        let uri = req.uri();
+        let path = NormalPath::new(uri.path(), self.path_rules).map_err(|e| e.to_string())?;
+        let normalised_uri = match &path.path {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(normal) => {
+                let target = match uri.query() {
+                    Some(q) => format!("{normal}?{q}"),
+                    None => normal.clone(),
+                };
+                let mut parts = uri.clone().into_parts();
+                parts.path_and_query =
+                    Some(PathAndQuery::try_from(target).map_err(|_| "invalid path")?);
+                Some(Uri::from_parts(parts).map_err(|_| "invalid path")?)
+            }
+        };
+        Ok(Target {
+            authority,
+            path,
+            methods,
+            normalised_uri,
+        })
+    }
+
     fn rewrite_request_headers(
         &self,
         req: &mut Request<ProxyBody>,
@@ -218,7 +282,6 @@ impl Proxy {
         websocket: bool,
     ) {
         let headers = req.headers_mut();
-        strip_hop_by_hop(headers);
         if websocket {
             mark_websocket_upgrade(headers);
         }
@@ -245,10 +308,25 @@ impl Proxy {
     }
 }
 
+/// A request as routing reads it.
+struct Target<'r> {
+    authority: Option<Authority>,
+    path: NormalPath<'r>,
+    methods: RequestMethods,
+    /// The URI to forward, when normalising changed the path.
+    normalised_uri: Option<Uri>,
+}
+
 /// The authority the client addressed: HTTP/2's `:authority`, or the Host
-/// header. An absolute-form HTTP/1.1 target must agree with Host (RFC 9112
-/// §3.2.2 lets a server prefer the target; refusing the mismatch is stricter).
+/// header. An absolute-form HTTP/1.1 target, or HTTP/2's `:authority`, must
+/// agree with a Host header (RFC 9112 §3.2.2 lets a server prefer the
+/// target, RFC 9113 §8.3.1 `:authority`; the app behind reads Host, so a
+/// mismatch is refused). More than one Host is refused whatever the version.
 fn request_authority<B>(req: &Request<B>) -> Result<Option<Authority>, &'static str> {
+    let mut hosts = req.headers().get_all(HOST).iter();
+    if hosts.next().is_some() && hosts.next().is_some() {
+        return Err("more than one host header");
+    }
     let from_header = match req.headers().get(HOST) {
         Some(v) => Some(
             v.to_str()
@@ -265,6 +343,23 @@ fn request_authority<B>(req: &Request<B>) -> Result<Option<Authority>, &'static 
         }
         (Some(u), _) => Ok(Some(u)),
         (None, h) => Ok(h),
+    }
+}
+
+/// HTTP/2 may split Cookie into one field per crumb; an HTTP/1.1 upstream
+/// expects one line, joined with "; " (RFC 9113 §8.2.3).
+fn join_cookies(headers: &mut http::HeaderMap) {
+    let mut cookies = headers.get_all(COOKIE).iter();
+    let (Some(first), Some(_)) = (cookies.next(), cookies.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for crumb in headers.get_all(COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(crumb.as_bytes());
+    }
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(COOKIE, value);
     }
 }
 

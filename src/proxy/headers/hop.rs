@@ -6,6 +6,12 @@
 //! Proxy-Connection, TE (except a lone `trailers`), Trailer, Transfer-Encoding,
 //! Upgrade, Proxy-Authenticate and Proxy-Authorization. Applied to requests and
 //! responses alike.
+//!
+//! A `Connection` token never removes a header the message's meaning or
+//! gatekeeper's word to the app rests on (see [`PROTECTED`]): a client could
+//! otherwise send `Connection: X-Gatekeeper-Captcha` and strip the marker the
+//! gate sets, or `Connection: Content-Length` and change the framing. nginx
+//! likewise ignores what `Connection` names.
 
 use http::HeaderMap;
 use http::header::{self, Entry, HeaderName, HeaderValue};
@@ -20,7 +26,21 @@ static HOP_BY_HOP: [HeaderName; 7] = [
     header::PROXY_AUTHORIZATION,
 ];
 
-/// Removes `Connection`, every header it names, and the fixed hop-by-hop set.
+/// End-to-end headers that `Connection` cannot name away.
+static PROTECTED: [HeaderName; 9] = [
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::CONTENT_TYPE,
+    super::X_GATEKEEPER_CAPTCHA,
+    HeaderName::from_static("x-request-id"),
+    super::forwarding::X_FORWARDED_FOR,
+    super::forwarding::X_FORWARDED_PROTO,
+    super::forwarding::X_FORWARDED_HOST,
+    header::FORWARDED,
+];
+
+/// Removes `Connection`, every header it names (but the protected ones), and
+/// the fixed hop-by-hop set.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none of them, or only `Connection: keep-alive`: one
     // pass over the names present costs less than a hashed lookup for each
@@ -37,7 +57,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
         {
-            headers.remove(token.trim());
+            let token = token.trim();
+            if !PROTECTED
+                .iter()
+                .any(|p| p.as_str().eq_ignore_ascii_case(token))
+            {
+                headers.remove(token);
+            }
         }
         if !headers.keys().any(is_hop_by_hop) {
             return;
@@ -110,6 +136,24 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn connection_cannot_name_away_protected_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static(
+                "X-Gatekeeper-Captcha, x-request-id, Content-Type, content-length, Host, X-Forwarded-For, x-other",
+            ),
+        );
+        for name in &PROTECTED {
+            h.insert(name.clone(), HeaderValue::from_static("kept"));
+        }
+        h.insert("x-other", HeaderValue::from_static("gone"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), PROTECTED.len(), "{h:?}");
+        assert!(h.get("x-other").is_none());
     }
 
     #[test]
