@@ -11,6 +11,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
+use super::upstream::Upload;
 use crate::pool::Lease;
 
 pub type ProxyBody = Either<Streamed, Full<Bytes>>;
@@ -34,12 +35,12 @@ pin_project! {
     pub struct Streamed {
         #[pin]
         body: Incoming,
-        lease: Option<Lease<ProxyBody>>,
+        lease: Option<Lease<Upload>>,
     }
 }
 
 impl Streamed {
-    pub(super) fn leased(body: Incoming, lease: Option<Lease<ProxyBody>>) -> Self {
+    pub(super) fn leased(body: Incoming, lease: Option<Lease<Upload>>) -> Self {
         Self { body, lease }
     }
 }

@@ -75,6 +75,7 @@ impl Proxy {
             upstream: Upstream::new(
                 &config.upstream,
                 config.limits.idle_timeout,
+                config.limits.body_idle_timeout,
                 config.server.workers,
             ),
             gate,
@@ -207,10 +208,12 @@ impl Proxy {
         let mut resp = match result {
             Ok(resp) => resp,
             Err(e) => {
-                self.metrics
-                    .upstream_errors
-                    .get_or_create(&KindLabels { kind: e.kind() })
-                    .inc();
+                if e.is_upstream_fault() {
+                    self.metrics
+                        .upstream_errors
+                        .get_or_create(&KindLabels { kind: e.kind() })
+                        .inc();
+                }
                 return upstream_failure(e, route);
             }
         };
@@ -385,6 +388,23 @@ fn upstream_failure(e: UpstreamError, route: Option<&Route>) -> Response<ProxyBo
                 StatusCode::BAD_GATEWAY,
                 "upstream_unavailable",
                 "the application cannot be reached",
+            )
+        }
+        // The client's faults: nothing more of this connection can be read.
+        UpstreamError::ClientBody => {
+            debug!(route, "client's request body could not be read");
+            closing_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the request body could not be read",
+            )
+        }
+        UpstreamError::BodyStalled(_) => {
+            debug!(route, "client's request body stalled");
+            closing_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the request body was not received in time",
             )
         }
     }

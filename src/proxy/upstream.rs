@@ -1,10 +1,26 @@
 //! The forwarder: requests to the upstream application over pooled keep-alive
 //! connections.
+//!
+//! Two clocks, one per party: while the client's body is being sent, only
+//! the client is waited on (`limits.body_idle_timeout` between two of its
+//! reads, however long the whole upload takes); once it is sent, the
+//! upstream has `upstream.timeout` to answer. An upload the client breaks
+//! (a malformed chunk, a reset) is the client's fault, not the upstream's.
 
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
 
 use super::body::{ProxyBody, Streamed};
 use crate::config::UpstreamConfig;
@@ -12,12 +28,18 @@ use crate::pool::{BoxError, Pool};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    /// No response head within `upstream.timeout` → 504.
+    /// No response head within `upstream.timeout` of the body's end → 504.
     #[error("upstream did not answer within {0:?}")]
     Timeout(Duration),
     /// Could not connect, or the connection broke → 502.
     #[error("upstream unreachable: {0}")]
     Unreachable(#[source] BoxError),
+    /// The client's body could not be read (malformed framing, reset) → 400.
+    #[error("the client's request body could not be read")]
+    ClientBody,
+    /// The client paused its body longer than `limits.body_idle_timeout` → 408.
+    #[error("the client's request body stalled for {0:?}")]
+    BodyStalled(Duration),
 }
 
 impl UpstreamError {
@@ -26,30 +48,44 @@ impl UpstreamError {
         match self {
             Self::Timeout(_) => "timeout",
             Self::Unreachable(_) => "unreachable",
+            Self::ClientBody => "client_body",
+            Self::BodyStalled(_) => "body_stalled",
         }
+    }
+
+    /// Whether the upstream is to blame (counted as an upstream error).
+    pub fn is_upstream_fault(&self) -> bool {
+        matches!(self, Self::Timeout(_) | Self::Unreachable(_))
     }
 }
 
 #[derive(Debug)]
 pub struct Upstream {
-    pool: Pool<ProxyBody>,
+    pool: Pool<Upload>,
     timeout: Duration,
+    body_idle_timeout: Duration,
 }
 
 impl Upstream {
     /// `pool_idle` bounds how long an unused pooled connection is kept;
     /// `workers` is how many worker threads will call it (one pool each).
-    pub fn new(config: &UpstreamConfig, pool_idle: Duration, workers: usize) -> Self {
+    pub fn new(
+        config: &UpstreamConfig,
+        pool_idle: Duration,
+        body_idle_timeout: Duration,
+        workers: usize,
+    ) -> Self {
         let connector = crate::server::tls::client_connector(config.connect_timeout);
         Self {
             pool: Pool::new(connector, &config.url, pool_idle, workers),
             timeout: config.timeout,
+            body_idle_timeout,
         }
     }
 
     /// Sends `req` (whose URI may be absolute, as HTTP/2 gives it) to the
     /// upstream, keeping its headers as given. The response body streams;
-    /// only the head is timed.
+    /// only the upload's pauses and the wait for the head are timed.
     pub async fn send(
         &self,
         mut req: Request<ProxyBody>,
@@ -65,10 +101,141 @@ impl Upstream {
         }
         // The upstream leg is HTTP/1.1 whatever the client spoke.
         *req.version_mut() = Version::HTTP_11;
-        match tokio::time::timeout(self.timeout, self.pool.send(req)).await {
-            Ok(Ok((resp, lease))) => Ok(resp.map(|body| Streamed::leased(body, lease))),
-            Ok(Err(e)) => Err(UpstreamError::Unreachable(e)),
-            Err(_) => Err(UpstreamError::Timeout(self.timeout)),
+        let progress = Arc::new(Progress::default());
+        if req.body().is_end_stream() {
+            progress.set(Progress::SENT);
         }
+        let req = req.map(|body| Upload::new(body, self.body_idle_timeout, progress.clone()));
+        let mut send = pin!(self.pool.send(req));
+        // The upstream may answer before the body is all sent (a 413, say).
+        let sent = async {
+            tokio::select! {
+                result = &mut send => Some(result),
+                () = progress.sent() => None,
+            }
+        };
+        let result = match sent.await {
+            Some(result) => result,
+            None => match tokio::time::timeout(self.timeout, send).await {
+                Ok(result) => result,
+                Err(_) => return Err(UpstreamError::Timeout(self.timeout)),
+            },
+        };
+        match result {
+            Ok((resp, lease)) => Ok(resp.map(|body| Streamed::leased(body, lease))),
+            Err(e) => Err(match progress.get() {
+                Progress::CLIENT_FAULT => UpstreamError::ClientBody,
+                Progress::STALLED => UpstreamError::BodyStalled(self.body_idle_timeout),
+                _ => UpstreamError::Unreachable(e),
+            }),
+        }
+    }
+}
+
+/// How far a request body has gone, shared by the body and the forwarder:
+/// 0 while it is being sent, then one of the states below.
+#[derive(Debug, Default)]
+struct Progress {
+    state: AtomicU8,
+    changed: Notify,
+}
+
+impl Progress {
+    const SENT: u8 = 1;
+    const CLIENT_FAULT: u8 = 2;
+    const STALLED: u8 = 3;
+
+    fn set(&self, state: u8) {
+        self.state.store(state, Ordering::Release);
+        self.changed.notify_one();
+    }
+
+    fn get(&self) -> u8 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the body is all sent; never if it fails (the send then
+    /// fails too).
+    async fn sent(&self) {
+        loop {
+            let changed = self.changed.notified();
+            if self.get() == Self::SENT {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
+pin_project! {
+    /// A request body on its way upstream: reports its end, tells a client's
+    /// fault from the upstream's, and bounds each pause of the client.
+    pub struct Upload {
+        #[pin]
+        inner: ProxyBody,
+        #[pin]
+        stall: Sleep,
+        idle: Duration,
+        // Whether the last poll waited on the client (else hyper waited on
+        // the upstream, which the stall clock must not count).
+        waiting: bool,
+        progress: Arc<Progress>,
+    }
+}
+
+impl Upload {
+    fn new(inner: ProxyBody, idle: Duration, progress: Arc<Progress>) -> Self {
+        Self {
+            inner,
+            stall: tokio::time::sleep(idle),
+            idle,
+            waiting: false,
+            progress,
+        }
+    }
+}
+
+impl Body for Upload {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        if !*this.waiting
+            && let Some(deadline) = Instant::now().checked_add(*this.idle)
+        {
+            this.stall.as_mut().reset(deadline);
+        }
+        match this.inner.as_mut().poll_frame(cx) {
+            Poll::Pending => {
+                *this.waiting = true;
+                ready!(this.stall.poll(cx));
+                this.progress.set(Progress::STALLED);
+                Poll::Ready(Some(Err("request body stalled".into())))
+            }
+            Poll::Ready(frame) => {
+                *this.waiting = false;
+                match &frame {
+                    Some(Err(_)) => this.progress.set(Progress::CLIENT_FAULT),
+                    None => this.progress.set(Progress::SENT),
+                    Some(Ok(_)) if this.inner.is_end_stream() => {
+                        this.progress.set(Progress::SENT);
+                    }
+                    Some(Ok(_)) => {}
+                }
+                Poll::Ready(frame)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
