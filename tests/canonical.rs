@@ -273,3 +273,58 @@ async fn http2_cookies_are_joined_and_a_second_or_different_host_is_refused() {
     assert_eq!(env.upstream.count(), 1);
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn headers_spelled_with_underscores_never_reach_the_app() {
+    let env = Env::start(ROUTES).await;
+    let status = raw(
+        &env,
+        "GET /login HTTP/1.1\r\nHost: a.test\r\nX_Gatekeeper_Captcha: pass\r\nX_HTTP_Method_Override: POST\r\nX-Kept: 1",
+        "",
+    )
+    .await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let seen = env.upstream.last();
+    assert!(
+        seen.headers.keys().all(|name| !name.as_str().contains('_')),
+        "{:?}",
+        seen.headers
+    );
+    assert!(!seen.headers.contains_key("x-gatekeeper-captcha"));
+    assert_eq!(seen.headers["x-kept"], "1");
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_form_post_is_gated_where_any_method_is_since_its_body_may_override_it() {
+    let env = Env::start(ROUTES).await;
+    // Symfony and Laravel run the GET handler for POST with _method=GET.
+    let status = raw(
+        &env,
+        "POST /search HTTP/1.1\r\nHost: a.test\r\nContent-Type: application/x-www-form-urlencoded",
+        "_method=GET&q=x",
+    )
+    .await;
+    assert_eq!(status, "HTTP/1.1 403 Forbidden");
+    let status = raw(
+        &env,
+        "POST /search HTTP/1.1\r\nHost: a.test\r\nContent-Type: application/json",
+        "{}",
+    )
+    .await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_refused_head_gets_no_body_over_http2() {
+    let env = Env::start(ROUTES).await;
+    let req = Request::head(env.https_url("/search"))
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let answer = env.client(true).send(req).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert!(answer.body.is_empty(), "{:?}", answer.body);
+    assert_eq!(env.upstream.count(), 0);
+    env.shutdown().await;
+}

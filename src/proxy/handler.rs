@@ -8,17 +8,18 @@ use std::borrow::Cow;
 
 use http::header::{CONNECTION, COOKIE, HOST, HeaderValue, UPGRADE};
 use http::uri::{Authority, PathAndQuery};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::body::ProxyBody;
-use super::headers::X_GATEKEEPER_CAPTCHA;
 use super::headers::forwarding::{client_addr, is_trusted, peer_header, set_forwarding_headers};
 use super::headers::framing::{FramingError, check_request, is_websocket_upgrade};
 use super::headers::hop::strip_hop_by_hop;
+use super::headers::{X_GATEKEEPER_CAPTCHA, drop_underscored};
 use super::response::{closing_error, json_error};
 use super::upstream::{Upstream, UpstreamError};
 use crate::config::{Config, Route};
@@ -109,6 +110,15 @@ impl Proxy {
                 Ok(()) => self.route_and_forward(req, &conn, &mut trace).await,
                 Err(e) => closing_error(StatusCode::BAD_REQUEST, "bad_request", e.0),
             };
+            // HTTP/2 would send gatekeeper's own answer's body to a HEAD.
+            let resp = if method == Method::HEAD {
+                resp.map(|body| match body {
+                    Either::Right(_) => super::body::empty(),
+                    streamed => streamed,
+                })
+            } else {
+                resp
+            };
             let status = resp.status().as_u16();
             self.metrics.request(trace.route, &method, status);
             // The query is never logged: GeeTest's own demos put the proof there.
@@ -159,6 +169,7 @@ impl Proxy {
         conn: &ConnInfo,
         trace: &mut Trace<'s>,
     ) -> Response<ProxyBody> {
+        drop_underscored(req.headers_mut());
         let Target {
             authority,
             path,

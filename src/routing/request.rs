@@ -3,10 +3,13 @@
 //! Apps run a handler for more than the request line says: Werkzeug upper-cases
 //! `post`, Flask and Starlette run a GET handler for HEAD, and method-override
 //! middleware (Flask's documented one, Express's `method-override`, Rails,
-//! Laravel) runs the handler a header or `_method` names. Every method the app
-//! could act on counts for matching: the request is gated if any is.
+//! Laravel, Symfony) runs the handler a header or `_method` names. Every
+//! method the app could act on counts for matching: the request is gated if
+//! any is. A POST with a form body may carry `_method` in the body, which is
+//! not read before routing: such a POST counts as every method.
 
-use http::{HeaderMap, HeaderName, Method};
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 /// The headers method-override middleware reads.
 static OVERRIDE_HEADERS: [HeaderName; 3] = [
@@ -33,6 +36,8 @@ pub enum MethodError {
 pub struct RequestMethods {
     /// The request line's method, then the overrides; HEAD brings GET.
     methods: Vec<Method>,
+    /// A form POST, whose body may name any method in `_method`.
+    any: bool,
 }
 
 impl RequestMethods {
@@ -72,11 +77,13 @@ impl RequestMethods {
                 }
             }
         }
-        Ok(Self { methods })
+        let any = method == Method::POST && headers.get(CONTENT_TYPE).is_some_and(is_form);
+        Ok(Self { methods, any })
     }
 
+    /// Whether `f` holds for a method the request could run a handler for.
     pub fn any(&self, f: impl FnMut(&Method) -> bool) -> bool {
-        self.methods.iter().any(f)
+        self.any || self.methods.iter().any(f)
     }
 }
 
@@ -87,6 +94,18 @@ fn push(methods: &mut Vec<Method>, m: Method) {
     if !methods.contains(&m) {
         methods.push(m);
     }
+}
+
+/// The body types `_method` override middleware reads.
+fn is_form(content_type: &HeaderValue) -> bool {
+    let essence = content_type
+        .as_bytes()
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default();
+    let essence = essence.trim_ascii();
+    essence.eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
+        || essence.eq_ignore_ascii_case(b"multipart/form-data")
 }
 
 /// The host routes compare: without a trailing dot (`www.example.com.` is
@@ -100,7 +119,6 @@ pub fn normal_host(host: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
     fn methods(
         m: &str,
@@ -162,6 +180,30 @@ mod tests {
             ["GET", "PATCH"]
         );
         assert_eq!(methods("GET", &[], Some("x_method=POST")), ["GET"]);
+    }
+
+    #[test]
+    fn a_form_post_counts_as_every_method() {
+        let mut h = HeaderMap::new();
+        let any = |m: &Method, h: &HeaderMap| {
+            RequestMethods::new(m, h, None)
+                .expect("accepted")
+                .any(|m| *m == Method::GET)
+        };
+        assert!(!any(&Method::POST, &h));
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        assert!(!any(&Method::POST, &h));
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("Application/X-WWW-Form-Urlencoded; charset=utf-8"),
+        );
+        assert!(any(&Method::POST, &h));
+        assert!(!any(&Method::PUT, &h));
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("multipart/form-data; boundary=x"),
+        );
+        assert!(any(&Method::POST, &h));
     }
 
     #[test]

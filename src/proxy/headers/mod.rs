@@ -8,3 +8,22 @@ pub mod hop;
 /// always removed, on every route, so the upstream can trust it.
 pub const X_GATEKEEPER_CAPTCHA: http::HeaderName =
     http::HeaderName::from_static("x-gatekeeper-captcha");
+
+/// Drops request headers whose names contain `_`, as nginx does by default
+/// (`underscores_in_headers off`). CGI-style servers (PHP, WSGI environs)
+/// read `X_Gatekeeper_Captcha` as `X-Gatekeeper-Captcha`: a client could
+/// otherwise state gatekeeper's own headers, or a method override, under a
+/// spelling gatekeeper does not read.
+pub fn drop_underscored(headers: &mut http::HeaderMap) {
+    if !headers.keys().any(|name| name.as_str().contains('_')) {
+        return;
+    }
+    let underscored: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for name in underscored {
+        headers.remove(name);
+    }
+}
