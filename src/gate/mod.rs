@@ -29,7 +29,7 @@ use crate::proxy::ProxyBody;
 use crate::proxy::body::full;
 use crate::proxy::headers::X_GATEKEEPER_CAPTCHA;
 use crate::replay::{Claim, LotKey, LotState, ReplayStore, StoreError};
-use fields::{FieldError, body_format, check_shapes, extract};
+use fields::{FieldError, body_format, check_headers, check_shapes, extract};
 pub use reject::Rejection;
 use throttle::Throttle;
 
@@ -141,6 +141,8 @@ impl Gate {
         body: Incoming,
         seen: &mut Seen,
     ) -> Result<Admitted, Rejection> {
+        // Before the body is read: nothing to read if it would be refused.
+        check_headers(&parts.headers).map_err(field_rejection)?;
         let body = self.read_body(parts, body).await?;
         let format = body_format(parts.headers.get(CONTENT_TYPE), body.is_empty())
             .map_err(field_rejection)?;
@@ -337,6 +339,9 @@ fn field_rejection(e: FieldError) -> Rejection {
         ),
         FieldError::Malformed(why) => {
             Rejection::new(StatusCode::BAD_REQUEST, "captcha_malformed", why)
+        }
+        FieldError::Ambiguous(why) => {
+            Rejection::new(StatusCode::BAD_REQUEST, "body_ambiguous", why)
         }
     }
 }
