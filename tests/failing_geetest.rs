@@ -194,3 +194,156 @@ async fn a_client_that_keeps_failing_is_throttled_with_429_before_geetest_is_ask
     );
     env.shutdown().await;
 }
+
+/// gatekeeper on one worker (one validate connection pool) with a 2 s
+/// GeeTest timeout, its cleartext address, and its admin address.
+async fn one_worker(
+    sim: &Sim,
+    upstream: &Upstream,
+    certs: &TestCerts,
+) -> gatekeeper::server::RunningServer {
+    let text = config_text(
+        certs,
+        upstream.addr,
+        &sim.url(),
+        "[[route]]\npath = \"/login\"\n",
+    )
+    .replace("[server]\n", "[server]\nworkers = 1\n")
+    .replace(
+        "timeout = \"1s\"\n\n[captcha.login]",
+        "timeout = \"2s\"\n\n[captcha.login]",
+    );
+    gatekeeper::server::start(parse_config(&text, certs.dir.path()))
+        .await
+        .unwrap()
+}
+
+/// Sends a gated form post with `proof` over cleartext, then goes away
+/// while GeeTest is being asked.
+async fn post_and_go_away(addr: std::net::SocketAddr, proof: &ProofFields) {
+    use tokio::io::AsyncWriteExt;
+    let body = proof.form();
+    let head = format!(
+        "POST /login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(stream);
+}
+
+/// The count of gate decisions with outcome `cancelled`, from /metrics.
+async fn cancelled(admin: std::net::SocketAddr) -> u64 {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let resp = client
+        .get(format!("http://{admin}/metrics").parse().unwrap())
+        .await
+        .unwrap();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find(|l| {
+            l.starts_with("gatekeeper_gate_decisions_total{") && l.contains("outcome=\"cancelled\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until `n` abandoned requests have been settled.
+async fn until_cancelled(admin: std::net::SocketAddr, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cancelled(admin).await < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no `cancelled` decision was counted for an abandoned request"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_gone_while_geetest_is_asked_settles_its_claim_and_keeps_the_connection() {
+    let certs = TestCerts::new();
+    let upstream = Upstream::start().await;
+    let sim = Sim::start().await;
+    let server = one_worker(&sim, &upstream, &certs).await;
+    let addr = server.http_addr.unwrap();
+    let admin = server.admin_addr.unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let retry = |p: &ProofFields| {
+        let req = http::Request::post(format!("http://{addr}/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(http_body_util::Full::new(bytes::Bytes::from(p.form())))
+            .unwrap();
+        client.request(req)
+    };
+
+    // GeeTest answers pass, slowly, three times over: each abandoned
+    // validation ends on the one pooled connection, and its claim is
+    // released (GeeTest then judges a retry again, here: already used).
+    sim.sim
+        .set_behaviour(Behaviour::Slow(Duration::from_millis(800)));
+    for n in 1..=3 {
+        let p = sim.mint(CAPTCHA_ID);
+        post_and_go_away(addr, &p).await;
+        until_cancelled(admin, n).await;
+        let validations = sim.sim.stats().validations;
+        let answer = retry(&p).await.unwrap();
+        assert_eq!(
+            answer.status(),
+            StatusCode::FORBIDDEN,
+            "the retry was not judged by GeeTest"
+        );
+        assert_eq!(
+            sim.sim.stats().validations,
+            validations + 1,
+            "the retry was refused as a replay instead of asking GeeTest"
+        );
+    }
+    assert_eq!(
+        sim.sim.stats().connections,
+        1,
+        "an abandoned validation threw its pooled connection away"
+    );
+
+    // GeeTest cannot answer in time: the claim is released, and once the
+    // first validation has ended the same proof is admitted.
+    sim.sim
+        .set_behaviour(Behaviour::Slow(Duration::from_secs(5)));
+    let p = sim.mint(CAPTCHA_ID);
+    post_and_go_away(addr, &p).await;
+    until_cancelled(admin, 4).await;
+    sim.sim.set_behaviour(Behaviour::Normal);
+    assert_eq!(retry(&p).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(upstream.count(), 1, "an abandoned request was forwarded");
+
+    // GeeTest says fail: the proof is spent, like any failed one.
+    let mut forged = sim.mint(CAPTCHA_ID);
+    forged.pass_token = "ab".repeat(32);
+    sim.sim
+        .set_behaviour(Behaviour::Slow(Duration::from_millis(800)));
+    post_and_go_away(addr, &forged).await;
+    until_cancelled(admin, 5).await;
+    sim.sim.set_behaviour(Behaviour::Normal);
+    let validations = sim.sim.stats().validations;
+    let answer = retry(&forged).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN);
+    let body = http_body_util::BodyExt::collect(answer.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(
+        String::from_utf8_lossy(&body).contains("captcha_replayed"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(sim.sim.stats().validations, validations);
+    server.shutdown(Duration::from_secs(1)).await;
+}

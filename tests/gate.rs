@@ -429,3 +429,190 @@ async fn a_full_replay_store_refuses_new_proofs_with_503_and_never_evicts() {
     assert_eq!(env.upstream.count(), 1);
     env.shutdown().await;
 }
+
+/// What a refused case is, its request headers, and its body.
+type Case = (&'static str, Vec<(&'static str, String)>, String);
+
+/// A multipart body of the proof's five parts, each with `headers` in place
+/// of the usual Content-Disposition when its name is `lot_number`.
+fn multipart_with(p: &ProofFields, b: &str, lot_number_headers: &str) -> String {
+    let mut body = String::new();
+    for (k, v) in p.pairs() {
+        let headers = if k == "lot_number" {
+            lot_number_headers.to_owned()
+        } else {
+            format!("Content-Disposition: form-data; name=\"{k}\"")
+        };
+        body.push_str(&format!("--{b}\r\n{headers}\r\n\r\n{v}\r\n"));
+    }
+    body.push_str(&format!("--{b}--\r\n"));
+    body
+}
+
+#[tokio::test]
+async fn bodies_an_application_could_read_differently_are_refused_before_geetest_and_the_upstream()
+{
+    let env = Env::start(ROUTES).await;
+    let c = env.client(false);
+    let url = env.https_url("/login");
+    let b = "gkBoundary";
+    let multipart = format!("multipart/form-data; boundary={b}");
+    let cases: Vec<Case> = {
+        let p = || env.sim.mint(CAPTCHA_ID);
+        let plain = |p: &ProofFields| {
+            multipart_with(p, b, "Content-Disposition: form-data; name=\"lot_number\"")
+        };
+        vec![
+            (
+                "two boundary parameters",
+                vec![(
+                    "content-type",
+                    format!("multipart/form-data; boundary={b}; boundary=other"),
+                )],
+                plain(&p()),
+            ),
+            (
+                "name*= (RFC 7578 §4.2)",
+                vec![("content-type", multipart.clone())],
+                multipart_with(
+                    &p(),
+                    b,
+                    "Content-Disposition: form-data; name=\"x\"; name*=UTF-8''lot_number",
+                ),
+            ),
+            (
+                "two Content-Disposition headers",
+                vec![("content-type", multipart.clone())],
+                multipart_with(
+                    &p(),
+                    b,
+                    "Content-Disposition: form-data; name=\"x\"\r\nContent-Disposition: form-data; name=\"lot_number\"",
+                ),
+            ),
+            (
+                "a disposition that is not form-data",
+                vec![("content-type", multipart.clone())],
+                multipart_with(
+                    &p(),
+                    b,
+                    "Content-Disposition: attachment; name=\"lot_number\"",
+                ),
+            ),
+            (
+                "a backslash-escaped quote in a name",
+                vec![("content-type", multipart.clone())],
+                multipart_with(
+                    &p(),
+                    b,
+                    "Content-Disposition: form-data; name=\"lot\\\"_number\"",
+                ),
+            ),
+            (
+                "a percent-encoded name",
+                vec![("content-type", multipart.clone())],
+                multipart_with(
+                    &p(),
+                    b,
+                    "Content-Disposition: form-data; name=\"lot%5Fnumber\"",
+                ),
+            ),
+            (
+                "bare-LF delimiters",
+                vec![("content-type", multipart.clone())],
+                plain(&p()).replace("\r\n--", "\n--"),
+            ),
+            (
+                "two Content-Type headers",
+                vec![
+                    (
+                        "content-type",
+                        "application/x-www-form-urlencoded".to_owned(),
+                    ),
+                    ("content-type", "text/plain".to_owned()),
+                ],
+                p().form(),
+            ),
+            (
+                "a compressed body",
+                vec![
+                    (
+                        "content-type",
+                        "application/x-www-form-urlencoded".to_owned(),
+                    ),
+                    ("content-encoding", "gzip".to_owned()),
+                ],
+                p().form(),
+            ),
+            (
+                "a form charset other than UTF-8",
+                vec![(
+                    "content-type",
+                    "application/x-www-form-urlencoded; charset=utf-16".to_owned(),
+                )],
+                p().form(),
+            ),
+            (
+                "a `;` separator",
+                vec![(
+                    "content-type",
+                    "application/x-www-form-urlencoded".to_owned(),
+                )],
+                format!("{};captcha_id=1", p().form()),
+            ),
+            (
+                "a name PHP reads as a captcha field",
+                vec![(
+                    "content-type",
+                    "application/x-www-form-urlencoded".to_owned(),
+                )],
+                format!("{}&lot.number=1", p().form()),
+            ),
+            (
+                "a JSON key given twice",
+                vec![("content-type", "application/json".to_owned())],
+                {
+                    let p = p();
+                    format!(
+                        "{{\"a\":1,\"a\":2,\"lot_number\":\"{}\",\"captcha_output\":\"{}\",\"pass_token\":\"{}\",\"gen_time\":\"{}\"}}",
+                        p.lot_number, p.captcha_output, p.pass_token, p.gen_time
+                    )
+                },
+            ),
+        ]
+    };
+    for (what, headers, body) in cases {
+        let mut req = Request::post(&url);
+        for (name, value) in &headers {
+            req = req.header(*name, value);
+        }
+        let answer = c
+            .send(req.body(Full::new(Bytes::from(body))).unwrap())
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{what}: {}",
+            answer.text()
+        );
+        assert_eq!(
+            answer.error_code(),
+            "body_ambiguous",
+            "{what}: {}",
+            answer.text()
+        );
+    }
+    assert_eq!(
+        env.upstream.count(),
+        0,
+        "a refused body reached the upstream"
+    );
+    assert_eq!(env.sim.sim.stats().validations, 0, "GeeTest was asked");
+
+    // The ordinary multipart shape still passes.
+    let p = env.sim.mint(CAPTCHA_ID);
+    let body = multipart_with(&p, b, "Content-Disposition: form-data; name=\"lot_number\"");
+    let answer = c.post(&url, &multipart, body).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert_eq!(env.upstream.count(), 1);
+    env.shutdown().await;
+}

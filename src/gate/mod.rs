@@ -5,6 +5,10 @@
 //! token's age locally, claim the lot_number in the replay store, ask GeeTest,
 //! record the outcome, and hand on the request with the captcha fields removed.
 //! `reject` renders refusals. Nothing refused ever reaches the upstream.
+//! From the claim on, the work runs on a task of its own (`Validation`), so a
+//! client that goes away mid-validation leaves no claim in flight: its claim
+//! is settled by the rule documented there, and its decision is logged and
+//! counted with outcome `cancelled`.
 
 pub mod fields;
 pub mod reject;
@@ -20,16 +24,17 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use crate::config::{Captcha, Config, OnError, Route};
-use crate::geetest::{ValidateClient, Verdict};
+use crate::geetest::{Proof, ValidateClient, Verdict};
 use crate::metrics::{KindLabels, Metrics};
 use crate::proxy::ProxyBody;
 use crate::proxy::body::full;
 use crate::proxy::headers::X_GATEKEEPER_CAPTCHA;
 use crate::replay::{Claim, LotKey, LotState, ReplayStore, StoreError};
-use fields::{FieldError, body_format, check_shapes, extract};
+use fields::{FieldError, body_format, check_headers, check_shapes, extract};
 pub use reject::Rejection;
 use throttle::Throttle;
 
@@ -55,7 +60,7 @@ pub struct Gate {
     validate: ValidateClient,
     store: Arc<dyn ReplayStore>,
     metrics: Arc<Metrics>,
-    throttle: Option<Throttle>,
+    throttle: Option<Arc<Throttle>>,
     max_body: u64,
     body_timeout: Duration,
     max_token_age: Duration,
@@ -79,7 +84,7 @@ impl Gate {
             // holding the gate open.
             body_timeout: config.limits.header_read_timeout,
             max_token_age: config.geetest.max_token_age,
-            throttle: config.throttle.as_ref().map(Throttle::new),
+            throttle: config.throttle.as_ref().map(|t| Arc::new(Throttle::new(t))),
         }
     }
 
@@ -103,7 +108,7 @@ impl Gate {
                     "too many refused captchas from this address, retry later",
                 )
             }),
-            None => self.decide(route, &parts, body, &mut seen).await,
+            None => self.decide(route, &parts, body, client, &mut seen).await,
         };
         if let (Some(throttle), Err(rejection)) = (&self.throttle, &decision)
             && rejection.is_client_fault()
@@ -115,14 +120,13 @@ impl Gate {
             Err(rejection) => (rejection.code, rejection.reason.as_str()),
         };
         self.metrics.decision(&route.origin, outcome);
-        info!(
-            route = %route.origin,
-            client = %client,
-            lot_number = seen.lot_number.as_deref().unwrap_or("-"),
+        log_decision(
+            &route.origin,
+            client,
+            seen.lot_number.as_deref(),
             outcome,
             reason,
-            validate_ms = seen.validate_ms,
-            "captcha decision"
+            seen.validate_ms,
         );
         match decision {
             Ok(admitted) => Ok(forwardable(parts, admitted)),
@@ -139,8 +143,11 @@ impl Gate {
         route: &Route,
         parts: &Parts,
         body: Incoming,
+        client: IpAddr,
         seen: &mut Seen,
     ) -> Result<Admitted, Rejection> {
+        // Before the body is read: nothing to read if it would be refused.
+        check_headers(&parts.headers).map_err(field_rejection)?;
         let body = self.read_body(parts, body).await?;
         let format = body_format(parts.headers.get(CONTENT_TYPE), body.is_empty())
             .map_err(field_rejection)?;
@@ -165,82 +172,32 @@ impl Gate {
             )
         })?;
 
-        match self.store.claim(lot).await {
-            Ok(Claim::Fresh) => {}
-            Ok(Claim::Seen(state)) => {
-                return Err(Rejection::new(
-                    StatusCode::FORBIDDEN,
-                    "captcha_replayed",
-                    state.describe(),
-                ));
-            }
-            Err(e) => {
-                warn!(error = %e, full = matches!(e, StoreError::Full(_)), "replay store cannot take a claim");
-                return Err(unavailable("verification is temporarily unavailable"));
-            }
-        }
-
-        let started = Instant::now();
-        let answer = self
-            .validate
-            .validate(&captcha.id, &captcha.key, &proof)
-            .await;
-        let validate_time = started.elapsed();
-        Metrics::observe(&self.metrics.validate_seconds, validate_time);
-        seen.validate_ms = Some(validate_time.as_millis() as u64);
-        let admitted = |verdict| Admitted {
+        let validation = Validation {
+            validate: self.validate.clone(),
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            throttle: self.throttle.clone(),
+            captcha: captcha.clone(),
+            proof,
+            lot,
+            route: route.origin.clone(),
+            on_error: route.on_error,
+            client,
+        };
+        // From the claim on, the rest runs on its own task, so a client that
+        // goes away cannot leave the lot_number claimed or drop the pooled
+        // validate connection mid-request; see `Validation`.
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(validation.run(tx));
+        let settled = rx
+            .await
+            .map_err(|_| unavailable("verification is temporarily unavailable"))?;
+        seen.validate_ms = settled.validate_ms;
+        settled.result.map(|verdict| Admitted {
             body,
             query,
             verdict,
-        };
-        let (state, result) = match answer {
-            Ok(Verdict::Pass { .. }) => (LotState::Passed, Ok(admitted("pass"))),
-            Ok(Verdict::Fail { reason }) => (
-                LotState::Failed,
-                Err(Rejection::new(
-                    StatusCode::FORBIDDEN,
-                    "captcha_failed",
-                    reason,
-                )),
-            ),
-            Ok(Verdict::Error { code, msg }) => {
-                // A malformed request, possibly attacker-made: a deny, never fail-open.
-                warn!(route = %route.origin, code = %code, msg = %msg, "GeeTest refused the validate request");
-                let reason = format!("GeeTest error {code}: {msg}");
-                (
-                    LotState::Failed,
-                    Err(Rejection::new(
-                        StatusCode::FORBIDDEN,
-                        "captcha_rejected",
-                        reason,
-                    )),
-                )
-            }
-            Err(e) => {
-                self.metrics
-                    .validate_failures
-                    .get_or_create(&KindLabels { kind: e.kind() })
-                    .inc();
-                warn!(route = %route.origin, error = %e, "GeeTest validate API unreachable");
-                match route.on_error {
-                    OnError::Allow => (LotState::FailOpen, Ok(admitted("fail-open"))),
-                    OnError::Deny => {
-                        // The proof was never judged: let the person retry it.
-                        if let Err(e) = self.store.release(lot).await {
-                            warn!(error = %e, "could not release captcha claim");
-                        }
-                        return Err(unavailable(
-                            "captcha verification is unavailable, please retry",
-                        ));
-                    }
-                }
-            }
-        };
-        // A failed record only weakens replay memory for this lot; the decision stands.
-        if let Err(e) = self.store.record(lot, state).await {
-            warn!(error = %e, "could not record captcha outcome");
-        }
-        result
+        })
     }
 
     /// Reads the whole body, refusing beyond `max_body` (413) or `body_timeout` (408).
@@ -323,6 +280,231 @@ fn select_captcha<'r>(
     }
 }
 
+fn log_decision(
+    route: &str,
+    client: IpAddr,
+    lot_number: Option<&str>,
+    outcome: &str,
+    reason: &str,
+    validate_ms: Option<u64>,
+) {
+    info!(
+        route,
+        client = %client,
+        lot_number = lot_number.unwrap_or("-"),
+        outcome,
+        reason,
+        validate_ms,
+        "captcha decision"
+    );
+}
+
+/// A shape-checked proof's claim, GeeTest's verdict and the recorded
+/// outcome, run on a task of its own so that it always ends: the validate
+/// call is bounded by the geetest timeout, and its pooled connection goes
+/// back to the pool instead of being dropped mid-request.
+///
+/// If the request was abandoned (the client went away) before the verdict
+/// was delivered, nothing was forwarded, and the claim is settled by this
+/// rule:
+/// - GeeTest said fail, or answered with an error: recorded as failed, like
+///   any failure (a replay is refused, the client's throttle is charged);
+/// - GeeTest said pass, or could not be reached: the claim is released, so
+///   the person may retry the same proof and GeeTest judges it again.
+///
+/// Either way the decision is logged and counted with outcome `cancelled`.
+struct Validation {
+    validate: ValidateClient,
+    store: Arc<dyn ReplayStore>,
+    metrics: Arc<Metrics>,
+    throttle: Option<Arc<Throttle>>,
+    captcha: Arc<Captcha>,
+    proof: Proof,
+    lot: LotKey,
+    route: String,
+    on_error: OnError,
+    client: IpAddr,
+}
+
+/// What the validation hands back to the request waiting for it.
+struct Settled {
+    result: Result<&'static str, Rejection>,
+    validate_ms: Option<u64>,
+}
+
+/// What becomes of a claimed lot_number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    /// Nothing was claimed (a replay, or the store refused the claim).
+    Unclaimed,
+    Record(LotState),
+    Release,
+}
+
+impl Validation {
+    async fn run(self, tx: oneshot::Sender<Settled>) {
+        let (settle, settled) = self.judge().await;
+        if tx.is_closed() {
+            self.abandoned(settle, settled).await;
+            return;
+        }
+        self.apply(settle).await;
+        if let Err(settled) = tx.send(settled) {
+            // Abandoned after all: the outcome was recorded but nothing was
+            // forwarded, so a pass is released after the fact.
+            if matches!(
+                settle,
+                Settle::Record(LotState::Passed | LotState::FailOpen)
+            ) {
+                self.release().await;
+            }
+            self.report_cancelled(settle, &settled);
+        }
+    }
+
+    /// Claims the lot_number and asks GeeTest; settles nothing yet.
+    async fn judge(&self) -> (Settle, Settled) {
+        let refused = |rejection| {
+            (
+                Settle::Unclaimed,
+                Settled {
+                    result: Err(rejection),
+                    validate_ms: None,
+                },
+            )
+        };
+        match self.store.claim(self.lot).await {
+            Ok(Claim::Fresh) => {}
+            Ok(Claim::Seen(state)) => {
+                return refused(Rejection::new(
+                    StatusCode::FORBIDDEN,
+                    "captcha_replayed",
+                    state.describe(),
+                ));
+            }
+            Err(e) => {
+                warn!(error = %e, full = matches!(e, StoreError::Full(_)), "replay store cannot take a claim");
+                return refused(unavailable("verification is temporarily unavailable"));
+            }
+        }
+
+        let started = Instant::now();
+        let answer = self
+            .validate
+            .validate(&self.captcha.id, &self.captcha.key, &self.proof)
+            .await;
+        let validate_time = started.elapsed();
+        Metrics::observe(&self.metrics.validate_seconds, validate_time);
+        let validate_ms = Some(validate_time.as_millis() as u64);
+        let (settle, result) = match answer {
+            Ok(Verdict::Pass { .. }) => (Settle::Record(LotState::Passed), Ok("pass")),
+            Ok(Verdict::Fail { reason }) => (
+                Settle::Record(LotState::Failed),
+                Err(Rejection::new(
+                    StatusCode::FORBIDDEN,
+                    "captcha_failed",
+                    reason,
+                )),
+            ),
+            Ok(Verdict::Error { code, msg }) => {
+                // A malformed request, possibly attacker-made: a deny, never fail-open.
+                warn!(route = %self.route, code = %code, msg = %msg, "GeeTest refused the validate request");
+                let reason = format!("GeeTest error {code}: {msg}");
+                (
+                    Settle::Record(LotState::Failed),
+                    Err(Rejection::new(
+                        StatusCode::FORBIDDEN,
+                        "captcha_rejected",
+                        reason,
+                    )),
+                )
+            }
+            Err(e) => {
+                self.metrics
+                    .validate_failures
+                    .get_or_create(&KindLabels { kind: e.kind() })
+                    .inc();
+                warn!(route = %self.route, error = %e, "GeeTest validate API unreachable");
+                match self.on_error {
+                    OnError::Allow => (Settle::Record(LotState::FailOpen), Ok("fail-open")),
+                    // The proof was never judged: let the person retry it.
+                    OnError::Deny => (
+                        Settle::Release,
+                        Err(unavailable(
+                            "captcha verification is unavailable, please retry",
+                        )),
+                    ),
+                }
+            }
+        };
+        (
+            settle,
+            Settled {
+                result,
+                validate_ms,
+            },
+        )
+    }
+
+    async fn apply(&self, settle: Settle) {
+        match settle {
+            Settle::Unclaimed => {}
+            // A failed record only weakens replay memory for this lot; the decision stands.
+            Settle::Record(state) => {
+                if let Err(e) = self.store.record(self.lot, state).await {
+                    warn!(error = %e, "could not record captcha outcome");
+                }
+            }
+            Settle::Release => self.release().await,
+        }
+    }
+
+    async fn release(&self) {
+        if let Err(e) = self.store.release(self.lot).await {
+            warn!(error = %e, "could not release captcha claim");
+        }
+    }
+
+    /// The client went away before the verdict was delivered.
+    async fn abandoned(&self, settle: Settle, settled: Settled) {
+        let settle = match settle {
+            Settle::Record(LotState::Failed) | Settle::Unclaimed => settle,
+            Settle::Record(_) | Settle::Release => Settle::Release,
+        };
+        self.apply(settle).await;
+        self.report_cancelled(settle, &settled);
+    }
+
+    fn report_cancelled(&self, settle: Settle, settled: &Settled) {
+        if let (Some(throttle), Err(rejection)) = (&self.throttle, &settled.result)
+            && rejection.is_client_fault()
+        {
+            throttle.charge(self.client);
+        }
+        let verdict = match &settled.result {
+            Ok(verdict) => verdict,
+            Err(rejection) => rejection.code,
+        };
+        let reason = format!(
+            "the client went away during verification ({verdict}); {}",
+            match settle {
+                Settle::Record(LotState::Failed) => "the proof is spent",
+                Settle::Unclaimed => "nothing was claimed",
+                _ => "the claim was released",
+            }
+        );
+        self.metrics.decision(&self.route, "cancelled");
+        log_decision(
+            &self.route,
+            self.client,
+            Some(&self.proof.lot_number),
+            "cancelled",
+            &reason,
+            settled.validate_ms,
+        );
+    }
+}
+
 fn field_rejection(e: FieldError) -> Rejection {
     match e {
         FieldError::UnsupportedMediaType(ct) => Rejection::new(
@@ -337,6 +519,9 @@ fn field_rejection(e: FieldError) -> Rejection {
         ),
         FieldError::Malformed(why) => {
             Rejection::new(StatusCode::BAD_REQUEST, "captcha_malformed", why)
+        }
+        FieldError::Ambiguous(why) => {
+            Rejection::new(StatusCode::BAD_REQUEST, "body_ambiguous", why)
         }
     }
 }

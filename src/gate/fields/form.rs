@@ -1,6 +1,31 @@
 //! `application/x-www-form-urlencoded` bodies and query strings.
+//!
+//! Names are percent- and plus-decoded before they are compared, as every
+//! form parser does, so `lot%5Fnumber` is the captcha field `lot_number`.
+//! Some parsers (Python's `parse_qs` before 3.9.2, Perl's CGI, some Java
+//! containers) also split pairs at `;`: a segment holding a `;` next to a
+//! captcha field is refused, since those parsers would see other pairs.
 
-use super::{FieldError, Found};
+use super::{FieldError, Found, ambiguous, captcha_index};
+
+/// Refuses `segment` if it holds a `;` and any `;`-separated piece of it
+/// names a captcha field (or a name read as one).
+fn check_semicolons(segment: &[u8]) -> Result<(), FieldError> {
+    if memchr::memchr(b';', segment).is_none() {
+        return Ok(());
+    }
+    for piece in segment.split(|b| *b == b';') {
+        let raw_name = &piece[..memchr::memchr(b'=', piece).unwrap_or(piece.len())];
+        if let Some((name, _)) = form_urlencoded::parse(raw_name).next()
+            && !matches!(captcha_index(&name), Ok(None))
+        {
+            return Err(ambiguous(
+                "a `;` next to a captcha field (some parsers split pairs there)",
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// Removes captcha pairs, keeping every other `&`-separated segment byte for
 /// byte (its encoding, empty values, repeated keys, empty segments).
@@ -14,6 +39,7 @@ pub(super) fn strip(input: &[u8], found: &mut Found) -> Result<Option<Vec<u8>>, 
     for end in memchr::memchr_iter(b'&', input).chain([input.len()]) {
         let segment = &input[start..end];
         start = end + 1;
+        check_semicolons(segment)?;
         // Only the name is decoded first: a long value of some other field
         // is never looked at. form_urlencoded decodes `+` and percent escapes
         // as browsers encode them.
@@ -87,6 +113,58 @@ mod tests {
         assert_eq!(out, "&a=1&&");
         assert_eq!(found.values[0].as_deref(), Some("x"));
         assert_eq!(run("lot_number=x").0, "");
+    }
+
+    #[test]
+    fn names_some_framework_reads_as_a_captcha_field_are_refused() {
+        for body in [
+            "LOT_NUMBER=x",
+            "Lot_Number=x",
+            "lot.number=x",
+            "lot+number=x",
+            "lot%20number=x",
+            "+lot_number=x",
+            "lot_number%20=x",
+            "lot_number[]=x",
+            "lot_number%5B0%5D=x",
+            "lot_number%00=x",
+            "pa%C5%BF%C5%BF_token=x",
+            "captcha_%C4%B1d=x",
+        ] {
+            let mut found = Found::default();
+            assert!(
+                matches!(
+                    strip(body.as_bytes(), &mut found),
+                    Err(FieldError::Ambiguous(_))
+                ),
+                "{body}"
+            );
+        }
+        // Names merely containing a field name are ordinary fields.
+        assert_eq!(
+            run("my_lot_number=1&lot_numbers=2").0,
+            "my_lot_number=1&lot_numbers=2"
+        );
+    }
+
+    #[test]
+    fn a_semicolon_next_to_a_captcha_field_is_refused() {
+        for body in [
+            "a=1;lot_number=x",
+            "lot_number=x;a=1",
+            "a=1&b=2;captcha%5Fid=3",
+        ] {
+            let mut found = Found::default();
+            assert!(
+                matches!(
+                    strip(body.as_bytes(), &mut found),
+                    Err(FieldError::Ambiguous(_))
+                ),
+                "{body}"
+            );
+        }
+        // Elsewhere a `;` is just a byte of a value.
+        assert_eq!(run("q=a;b&lot_number=x").0, "q=a;b");
     }
 
     #[test]

@@ -4,6 +4,13 @@
 //! `RawValue`, a slice of the input, which gives its exact position. Members
 //! are then cut out of the original text, so whitespace, member order, escapes
 //! and number formatting of everything else stay as sent.
+//!
+//! Refused as ambiguous, because parsers differ on them: a byte order mark
+//! (Python's `json.loads` of bytes skips it), a top-level key given twice
+//! (first wins in some parsers, last in most), and a captcha field's key
+//! written with escapes (`"lot\u005fnumber"`: parsers that match raw key
+//! bytes do not see it). Non-UTF-8 text, a top level that is not an object
+//! and trailing text are malformed.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -11,7 +18,7 @@ use std::fmt;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::{FieldError, Found};
+use super::{FieldError, Found, ambiguous};
 
 /// One top-level member: its key and its value's byte span in the input.
 struct Member<'a> {
@@ -42,6 +49,9 @@ impl<'de> serde::Deserialize<'de> for Members<'de> {
 }
 
 pub(super) fn strip(input: &[u8], found: &mut Found) -> Result<Option<Vec<u8>>, FieldError> {
+    if input.starts_with(b"\xEF\xBB\xBF") {
+        return Err(ambiguous("the JSON body starts with a byte order mark"));
+    }
     let text = std::str::from_utf8(input)
         .map_err(|_| FieldError::Malformed("the JSON body is not UTF-8".into()))?;
     let Members(members) = serde_json::from_str(text)
@@ -61,7 +71,22 @@ pub(super) fn strip(input: &[u8], found: &mut Found) -> Result<Option<Vec<u8>>, 
             .map_or(value_start, |i| cursor + i);
         spans.push((key_start, value_end));
         cursor = value_end;
-        remove.push(found.offer(&member.key, || value_text(&member.key, member.value))?);
+        let is_captcha = found.offer(&member.key, || value_text(&member.key, member.value))?;
+        // Between the key's opening quote and the value only the key may hold a backslash.
+        if is_captcha && text[key_start..value_start].contains('\\') {
+            return Err(ambiguous(format!(
+                "the key {} is written with escapes",
+                member.key
+            )));
+        }
+        remove.push(is_captcha);
+    }
+    if members.len() > 1 {
+        let mut keys: Vec<&str> = members.iter().map(|m| m.key.as_ref()).collect();
+        keys.sort_unstable();
+        if keys.windows(2).any(|w| w[0] == w[1]) {
+            return Err(ambiguous("a top-level key given twice"));
+        }
     }
     if !remove.contains(&true) {
         return Ok(None);
@@ -136,11 +161,51 @@ mod tests {
     }
 
     #[test]
-    fn escaped_keys_and_values_are_understood() {
+    fn escaped_values_are_understood() {
         let mut found = Found::default();
-        let out = strip(br#"{"lot\u005fnumber":"a\u0062c","k":"v"}"#, &mut found).expect("ok");
-        assert_eq!(out.as_deref(), Some(&br#"{"k":"v"}"#[..]));
+        let out = strip(br#"{"lot_number":"a\u0062c","k\u0031":"v"}"#, &mut found).expect("ok");
+        assert_eq!(out.as_deref(), Some(&br#"{"k\u0031":"v"}"#[..]));
         assert_eq!(found.values[0].as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn bodies_parsers_read_differently_are_ambiguous() {
+        for body in [
+            r#"{"lot\u005fnumber":"x"}"#,
+            r#"{"lot_num\u0062er":"x","a":1}"#,
+            "\u{FEFF}{\"a\":1}",
+            r#"{"a":1,"a":2}"#,
+            r#"{"a":1,"b":{},"a":{"lot_number":"x"}}"#,
+            r#"{"LOT_NUMBER":"x"}"#,
+            r#"{"lot_number[]":"x"}"#,
+            r#"{"captcha_\u0131d":"x"}"#,
+        ] {
+            assert!(
+                matches!(run(body), Err(FieldError::Ambiguous(_))),
+                "{body}: {:?}",
+                run(body)
+            );
+        }
+    }
+
+    #[test]
+    fn trailing_text_and_other_encodings_are_malformed() {
+        for body in [
+            &br#"{"a":1} x"#[..],
+            br#"{"a":1}{"lot_number":"x"}"#,
+            b"{\"a\":\"\xE9\"}",
+            b"{\x00\"\x00a\x00\"\x00:\x001\x00}\x00",
+            b"null",
+            br#""lot_number""#,
+        ] {
+            let mut found = Found::default();
+            assert!(
+                matches!(strip(body, &mut found), Err(FieldError::Malformed(_))),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert_eq!(run("{\"a\":1}\r\n\t ").as_deref(), Ok("{\"a\":1}\r\n\t "));
     }
 
     #[test]

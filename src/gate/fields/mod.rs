@@ -6,16 +6,26 @@
 //! upstream sees the request it would have seen without gatekeeper. A captcha
 //! field given twice anywhere is refused: guessing which copy counts is how
 //! parser differentials start.
+//!
+//! The same goes for every other shape that an application's parser (Werkzeug,
+//! Starlette, Express, PHP, ASP.NET...) could read differently from gatekeeper:
+//! two Content-Type headers, a compressed body, duplicated or RFC 2231
+//! parameters, a charset other than UTF-8, names that some parsers fold into
+//! a captcha field name (`LOT_NUMBER`, `lot.number`, `lot_number[]`), and the
+//! per-format cases documented in `form`, `json` and `multipart`. These are
+//! refused ([`FieldError::Ambiguous`]) rather than guessed at.
 
 mod form;
 mod json;
 mod multipart;
+mod params;
 mod shape;
 
 pub use shape::check_shapes;
 
 use bytes::Bytes;
-use http::HeaderValue;
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
+use http::{HeaderMap, HeaderValue};
 
 use crate::geetest::Proof;
 
@@ -41,6 +51,86 @@ pub enum FieldError {
     /// → 400 `captcha_malformed`. A client-safe reason that never holds a value.
     #[error("{0}")]
     Malformed(String),
+    /// → 400 `body_ambiguous`: a request the application could read
+    /// differently from gatekeeper. A client-safe reason without values.
+    #[error("{0}")]
+    Ambiguous(String),
+}
+
+fn ambiguous(why: impl Into<String>) -> FieldError {
+    FieldError::Ambiguous(why.into())
+}
+
+/// Refuses request headers that make the body's reading a guess: two
+/// Content-Type headers (which one the application takes is its parser's
+/// choice) and a Content-Encoding other than `identity` (the application or
+/// a middleware may decompress a body gatekeeper read compressed).
+pub fn check_headers(headers: &HeaderMap) -> Result<(), FieldError> {
+    if headers.get_all(CONTENT_TYPE).iter().nth(1).is_some() {
+        return Err(ambiguous("two Content-Type headers"));
+    }
+    for value in &headers.get_all(CONTENT_ENCODING) {
+        let identity = value.to_str().is_ok_and(|v| {
+            v.split(',')
+                .map(|c| c.trim_matches([' ', '\t']))
+                .all(|c| c.is_empty() || c.eq_ignore_ascii_case("identity"))
+        });
+        if !identity {
+            return Err(ambiguous(
+                "a Content-Encoding other than identity on a protected route",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `charset` (absent, or a parameter's value) is one every parser
+/// reads captcha field names in the same way.
+fn plain_charset(charset: Option<&str>) -> bool {
+    charset.is_none_or(|c| {
+        ["utf-8", "utf8", "us-ascii"]
+            .iter()
+            .any(|ok| c.eq_ignore_ascii_case(ok))
+    })
+}
+
+/// Whether `b` may appear in a multipart boundary (RFC 2046 §5.1.1 `bchars`).
+fn is_bchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"'()+_,-./:=? ".contains(&b)
+}
+
+/// Which captcha field `name` is, or `None` for any other field.
+///
+/// A name that is not exactly a captcha field but that some framework reads
+/// as one is refused: ASP.NET binds names case-insensitively (and its
+/// invariant upper-casing maps `ı` to `I` and `ſ` to `S`), PHP turns `.`,
+/// spaces and a first `[` into `_` and drops leading spaces, PHP and qs read
+/// `lot_number[]` as `lot_number`, and C-string code stops at a NUL.
+pub(crate) fn captcha_index(name: &str) -> Result<Option<usize>, FieldError> {
+    if let Some(index) = CAPTCHA_FIELDS.iter().position(|f| *f == name) {
+        return Ok(Some(index));
+    }
+    // The longest field name is 14 characters; a few more allow for `[]`.
+    let mut folded = String::with_capacity(16);
+    for c in name.trim_matches(|c: char| c.is_ascii_whitespace()).chars() {
+        if matches!(c, '[' | '\0') {
+            break;
+        }
+        let c = if matches!(c, '.' | ' ') { '_' } else { c };
+        folded.extend(c.to_uppercase());
+        if folded.len() > 16 {
+            return Ok(None);
+        }
+    }
+    match CAPTCHA_FIELDS
+        .iter()
+        .find(|f| f.eq_ignore_ascii_case(&folded))
+    {
+        Some(field) => Err(ambiguous(format!(
+            "a field name that some applications read as {field}"
+        ))),
+        None => Ok(None),
+    }
 }
 
 /// How the body is encoded, from its Content-Type.
@@ -74,17 +164,37 @@ pub fn body_format(
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    match essence.as_str() {
-        "application/x-www-form-urlencoded" => Ok(BodyFormat::Form),
-        "application/json" => Ok(BodyFormat::Json),
-        e if e.starts_with("application/") && e.ends_with("+json") => Ok(BodyFormat::Json),
-        "multipart/form-data" => multer::parse_boundary(text)
-            .map(|boundary| BodyFormat::Multipart { boundary })
-            .map_err(|_| {
-                FieldError::Malformed("multipart/form-data without a valid boundary".into())
-            }),
-        _ if body_is_empty => Ok(BodyFormat::Empty),
-        _ => Err(FieldError::UnsupportedMediaType(essence)),
+    let format = match essence.as_str() {
+        "application/x-www-form-urlencoded" => BodyFormat::Form,
+        "application/json" => BodyFormat::Json,
+        e if e.starts_with("application/") && e.ends_with("+json") => BodyFormat::Json,
+        "multipart/form-data" => BodyFormat::Multipart {
+            boundary: String::new(),
+        },
+        _ if body_is_empty => return Ok(BodyFormat::Empty),
+        _ => return Err(FieldError::UnsupportedMediaType(essence)),
+    };
+    let parsed = params::parse(text).map_err(|why| ambiguous(format!("Content-Type: {why}")))?;
+    if !plain_charset(parsed.get("charset")) {
+        return Err(ambiguous("a Content-Type charset other than UTF-8"));
+    }
+    match format {
+        BodyFormat::Multipart { .. } => {
+            let boundary = parsed.get("boundary").unwrap_or("");
+            if boundary.is_empty()
+                || boundary.len() > 70
+                || boundary.ends_with(' ')
+                || !boundary.bytes().all(is_bchar)
+            {
+                return Err(FieldError::Malformed(
+                    "multipart/form-data without a valid boundary".into(),
+                ));
+            }
+            Ok(BodyFormat::Multipart {
+                boundary: boundary.to_owned(),
+            })
+        }
+        format => Ok(format),
     }
 }
 
@@ -111,7 +221,7 @@ impl Found {
         name: &str,
         value: impl FnOnce() -> Result<String, FieldError>,
     ) -> Result<bool, FieldError> {
-        let Some(index) = CAPTCHA_FIELDS.iter().position(|f| *f == name) else {
+        let Some(index) = captcha_index(name)? else {
             return Ok(false);
         };
         if self.values[index].is_some() {
@@ -185,4 +295,103 @@ pub async fn extract(
         query,
         body,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ct(value: &str) -> Result<BodyFormat, FieldError> {
+        body_format(Some(&HeaderValue::from_str(value).expect("ascii")), false)
+    }
+
+    #[test]
+    fn content_types_parsers_read_differently_are_ambiguous() {
+        for value in [
+            "multipart/form-data; boundary=a; boundary=b",
+            "multipart/form-data; boundary=\"a\"; boundary=b",
+            "multipart/form-data; boundary=a; charset=utf-8; charset=latin1",
+            "multipart/form-data; boundary*=UTF-8''a",
+            "multipart/form-data; boundary=\"a\\\"b\"",
+            "application/x-www-form-urlencoded; charset=utf-16",
+            "application/x-www-form-urlencoded; charset=iso-8859-1",
+            "application/json; charset=utf-32",
+            "application/json; charset=utf-8; charset=utf-8",
+            "multipart/form-data; boundary=a; charset=shift_jis",
+        ] {
+            assert!(
+                matches!(ct(value), Err(FieldError::Ambiguous(_))),
+                "{value}: {:?}",
+                ct(value)
+            );
+        }
+        assert_eq!(
+            ct("multipart/form-data; charset=UTF-8; boundary=\"----x y\""),
+            Ok(BodyFormat::Multipart {
+                boundary: "----x y".into()
+            })
+        );
+        assert_eq!(
+            ct("application/x-www-form-urlencoded;charset=US-ASCII"),
+            Ok(BodyFormat::Form)
+        );
+        assert_eq!(ct("application/json; charset=utf8"), Ok(BodyFormat::Json));
+        assert!(matches!(
+            ct("multipart/form-data; boundary=\"a b \""),
+            Err(FieldError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn two_content_types_or_a_content_encoding_are_ambiguous() {
+        let mut headers = HeaderMap::new();
+        headers.append(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        assert_eq!(check_headers(&headers), Ok(()));
+        headers.append(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        assert!(matches!(
+            check_headers(&headers),
+            Err(FieldError::Ambiguous(_))
+        ));
+
+        for (encoding, ok) in [
+            ("identity", true),
+            ("Identity, ", true),
+            ("gzip", false),
+            ("identity, br", false),
+            ("deflate", false),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(CONTENT_ENCODING, HeaderValue::from_static(encoding));
+            assert_eq!(check_headers(&headers).is_ok(), ok, "{encoding}");
+        }
+    }
+
+    #[test]
+    fn only_exact_names_are_captcha_fields_and_lookalikes_are_refused() {
+        assert_eq!(captcha_index("lot_number"), Ok(Some(0)));
+        assert_eq!(captcha_index("captcha_id"), Ok(Some(4)));
+        for other in ["lot", "lot_numbers", "my_lot_number", "", "lot_number_"] {
+            assert_eq!(captcha_index(other), Ok(None), "{other}");
+        }
+        for lookalike in [
+            "Lot_Number",
+            " lot_number",
+            "lot.number",
+            "lot number",
+            "lot_number[]",
+            "lot_number[x][y]",
+            "lot_number\0x",
+            "pa\u{17F}\u{17F}_token",
+            "captcha_\u{131}d",
+            "GEN_TIME",
+        ] {
+            assert!(
+                matches!(captcha_index(lookalike), Err(FieldError::Ambiguous(_))),
+                "{lookalike:?}"
+            );
+        }
+    }
 }
