@@ -101,6 +101,26 @@ fn check_refuses_a_huge_duration_with_file_and_line_and_exits_2() {
     );
 }
 
+/// Regression: humantime overflows and panics on this sum, and the sim
+/// parsed `--proof-lifetime` with it.
+#[test]
+fn sim_refuses_an_overflowing_proof_lifetime_without_panicking() {
+    let out = gatekeeper()
+        .args([
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--proof-lifetime",
+            "18446744073709551615s 1000ms",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("more than 11 digits"), "{stderr}");
+}
+
 #[test]
 fn check_names_a_missing_file() {
     let out = gatekeeper()
