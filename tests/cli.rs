@@ -69,6 +69,58 @@ fn check_reports_every_problem_with_file_line_and_column_and_exits_2() {
     );
 }
 
+/// Regression: `u64::MAX` seconds overflowed `max_token_age + 1m` and
+/// `check` panicked with exit 101 instead of naming the line.
+#[test]
+fn check_refuses_a_huge_duration_with_file_and_line_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.toml");
+    std::fs::write(
+        &path,
+        "[server]\nhttp = \"127.0.0.1:8080\"\n\n[upstream]\nurl = \"http://127.0.0.1:3000\"\n\n[geetest]\nmax_token_age = \"18446744073709551615s\"\ntimeout = \"18446744073709551615s\"\n",
+    )
+    .unwrap();
+    let out = gatekeeper()
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let file = path.display().to_string();
+    assert!(
+        stderr.contains(&format!("{file}:8:17: invalid duration"))
+            && stderr.contains("geetest.max_token_age must be between 1s and 1day"),
+        "max_token_age located with its bound: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{file}:9:11: invalid duration"))
+            && stderr.contains("geetest.timeout must be between 1ms and 1m"),
+        "timeout located with its bound: {stderr}"
+    );
+}
+
+/// Regression: humantime overflows and panics on this sum, and the sim
+/// parsed `--proof-lifetime` with it.
+#[test]
+fn sim_refuses_an_overflowing_proof_lifetime_without_panicking() {
+    let out = gatekeeper()
+        .args([
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--proof-lifetime",
+            "18446744073709551615s 1000ms",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("more than 11 digits"), "{stderr}");
+}
+
 #[test]
 fn check_names_a_missing_file() {
     let out = gatekeeper()

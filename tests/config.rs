@@ -3,6 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use proptest::strategy::Strategy;
 
 use gatekeeper::config::{ConfigError, PathMatch, ReplayStoreKind, parse_str};
 
@@ -351,4 +354,278 @@ fn a_route_host_with_a_port_is_refused() {
     )
     .unwrap();
     assert_eq!(c.routes[0].host.as_deref(), Some("www.example.com"));
+}
+
+// ------------------------------------------------------------------ bounds
+
+/// Every key that holds a duration, size, count or rate, as (section, key).
+const NUMERIC_KEYS: &[(&str, &str)] = &[
+    ("server", "shutdown_timeout"),
+    ("server", "workers"),
+    ("upstream", "connect_timeout"),
+    ("upstream", "timeout"),
+    ("limits", "max_body"),
+    ("limits", "header_read_timeout"),
+    ("limits", "handshake_timeout"),
+    ("limits", "idle_timeout"),
+    ("limits", "max_connections"),
+    ("geetest", "timeout"),
+    ("geetest", "max_token_age"),
+    ("geetest", "breaker_failures"),
+    ("geetest", "breaker_cooldown"),
+    ("replay", "ttl"),
+    ("replay", "max_entries"),
+    ("replay", "timeout"),
+    ("throttle", "rate"),
+    ("throttle", "burst"),
+    ("throttle", "max_clients"),
+];
+
+/// A minimal file with `key = value` (value as TOML) in its section, and
+/// the line that key is on.
+fn with_value(section: &str, key: &str, value: &str) -> (String, usize) {
+    let line = format!("{key} = {value}\n");
+    let text = match section {
+        "server" | "upstream" => {
+            minimal("").replace(&format!("[{section}]\n"), &format!("[{section}]\n{line}"))
+        }
+        _ => minimal(&format!("[{section}]\n{line}")),
+    };
+    let at = text
+        .lines()
+        .position(|l| l.starts_with(&format!("{key} = ")))
+        .expect("the key is in the text")
+        + 1;
+    (text, at)
+}
+
+/// A string as a TOML value, escaped as TOML wants it.
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+/// `parse_str` accepts the value, within every bound, or refuses it with
+/// every diagnostic on the key's own line. A panic fails the caller.
+fn accepted_or_refused_at_its_line(section: &str, key: &str, value: &str) {
+    let (text, line) = with_value(section, key, value);
+    match parse_str(&text, Path::new("gk.toml")) {
+        Ok(c) => {
+            let ms = Duration::from_millis(1);
+            let durations = [
+                c.server.shutdown_timeout,
+                c.upstream.connect_timeout,
+                c.upstream.timeout,
+                c.limits.header_read_timeout,
+                c.limits.handshake_timeout,
+                c.limits.idle_timeout,
+                c.geetest.timeout,
+                c.geetest.breaker_cooldown,
+                c.geetest.max_token_age,
+                c.replay.ttl,
+                c.replay.timeout,
+            ];
+            for d in durations {
+                assert!(
+                    d >= ms && d <= Duration::from_secs(30 * 86_400),
+                    "{key} = {value} accepted, giving {d:?}"
+                );
+            }
+            assert!(c.geetest.max_token_age <= Duration::from_secs(86_400));
+            assert!(
+                (1..=1 << 30).contains(&c.limits.max_body),
+                "{key} = {value}"
+            );
+            assert!((1..=1024).contains(&c.server.workers), "{key} = {value}");
+            assert!((1..=1_000_000).contains(&c.limits.max_connections));
+            assert!((1..=10_000).contains(&c.geetest.breaker_failures));
+            assert!((1..=100_000_000).contains(&c.replay.max_entries));
+            if let Some(t) = &c.throttle {
+                assert!(
+                    (1.0 / 3600.0..=1_000_000.0).contains(&t.per_second),
+                    "{key} = {value} gave {} per second",
+                    t.per_second
+                );
+                assert!((1..=1_000_000).contains(&t.burst));
+                assert!((1..=10_000_000).contains(&t.max_clients));
+            }
+        }
+        Err(e) => {
+            assert!(!e.diagnostics.is_empty());
+            for d in &e.diagnostics {
+                assert_eq!(d.line, line, "{key} = {value}: {e}");
+            }
+        }
+    }
+}
+
+/// Values that broke, or could break, a parser or the arithmetic after it.
+const HOSTILE: &[&str] = &[
+    "0",
+    "-1",
+    "1",
+    "9223372036854775807",
+    "-9223372036854775808",
+    "18446744073709551615",
+    "4294967296",
+    "1.5",
+    "-0.0",
+    "1e300",
+    "inf",
+    "-inf",
+    "nan",
+    "true",
+    "[]",
+    "{}",
+    "\"\"",
+    "\" \"",
+    "\"0\"",
+    "\"0s\"",
+    "\"0ms 0s\"",
+    "\"-5s\"",
+    "\"1\"",
+    "\"1ns\"",
+    "\"999us\"",
+    "\"5 parsecs\"",
+    "\"18446744073709551615s\"",
+    "\"18446744073709551615s 1000ms\"",
+    "\"18446744073709551615s 500ms 500ms\"",
+    "\"584542046090y 1000ms\"",
+    "\"99999999999y\"",
+    "\"9999999999w 9d\"",
+    "\"18446744073709551615ns\"",
+    "\"1.999999999999s\"",
+    "\"30days 1ns\"",
+    "\"1day 1s\"",
+    "\"1h 1ms\"",
+    "\"1e3s\"",
+    "\"١٢s\"",
+    "\"18446744073709551615\"",
+    "\"18446744073709551615 EiB\"",
+    "\"16 EiB\"",
+    "\"1.5GiB\"",
+    "\"1GiB\"",
+    "\"1073741825\"",
+    "\"-1KiB\"",
+    "\"nan KiB\"",
+    "\"0.5B\"",
+    "\"10/m\"",
+    "\"0/s\"",
+    "\"-1/s\"",
+    "\"1e308/s\"",
+    "\"1e309/s\"",
+    "\"inf/s\"",
+    "\"NaN/h\"",
+    "\"1e-300/h\"",
+    "\"0.9/h\"",
+    "\"1000001/s\"",
+    "\"18446744073709551615/s\"",
+    "\"/\"",
+    "\"10/\"",
+    "\"/m\"",
+    "\"10/d\"",
+    "\"10//m\"",
+];
+
+#[test]
+fn every_numeric_key_refuses_hostile_values_at_its_line_without_panicking() {
+    for (section, key) in NUMERIC_KEYS {
+        for value in HOSTILE {
+            accepted_or_refused_at_its_line(section, key, value);
+        }
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn any_value_of_a_numeric_key_is_bounded_or_refused_at_its_line(
+        key in 0..NUMERIC_KEYS.len(),
+        value in proptest::prop_oneof![
+            proptest::num::i64::ANY.prop_map(|n| n.to_string()),
+            proptest::num::f64::ANY.prop_map(|f| if f.is_nan() {
+                "nan".to_owned()
+            } else if f.is_infinite() {
+                if f > 0.0 { "inf" } else { "-inf" }.to_owned()
+            } else {
+                format!("{f:?}")
+            }),
+            "-?[0-9]{0,22}(\\.[0-9]{0,12})? ?(ns|us|µs|ms|s|sec|m|min|h|hr|d|days|w|M|y|B|KiB|MiB|GiB|EiB|kb|/s|/m|/h|)"
+                .prop_map(|s| toml_str(&s)),
+            "([0-9]{1,21}(\\.[0-9]{1,3})?(ns|ms|s|m|h|d|y) ?){1,5}".prop_map(|s| toml_str(&s)),
+            ".{0,24}".prop_map(|s| toml_str(&s)),
+        ],
+    ) {
+        let (section, key) = NUMERIC_KEYS[key];
+        accepted_or_refused_at_its_line(section, key, &value);
+    }
+}
+
+/// Regression: `u64::MAX` seconds overflowed `max_token_age + 1m` (panic,
+/// exit 101, and a SIGHUP with it killed the proxy).
+#[test]
+fn a_huge_duration_is_refused_with_its_key_bound_and_reason() {
+    let msg = only(&minimal(
+        "[geetest]\nmax_token_age = \"18446744073709551615s\"\n",
+    ));
+    assert!(
+        msg.starts_with(
+            "11:17: invalid duration \"18446744073709551615s\" for geetest.max_token_age"
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("geetest.max_token_age must be between 1s and 1day: "),
+        "{msg}"
+    );
+    let msg = only(&minimal("[geetest]\ntimeout = \"2h\"\n"));
+    assert!(
+        msg.starts_with("11:11: geetest.timeout = \"2h\" is out of range: geetest.timeout must be between 1ms and 1m: "),
+        "{msg}"
+    );
+    // humantime alone panics on this one: it is refused before it gets there.
+    let msg = only(&minimal(
+        "[geetest]\ntimeout = \"18446744073709551615s 1000ms\"\n",
+    ));
+    assert!(msg.contains("more than 11 digits"), "{msg}");
+    assert!(
+        only(&minimal("[limits]\nidle_timeout = \"500us\"\n"))
+            .contains("limits.idle_timeout must be between 1ms and 1h")
+    );
+}
+
+#[test]
+fn sizes_counts_and_rates_name_their_bound() {
+    let msg = only(&minimal("[limits]\nmax_body = \"2GiB\"\n"));
+    assert!(
+        msg.starts_with("11:12: limits.max_body = \"2GiB\" is out of range: limits.max_body must be at most 1GiB: "),
+        "{msg}"
+    );
+    let msg = only(&minimal("").replace("[server]\n", "[server]\nworkers = 100000\n"));
+    assert_eq!(
+        msg,
+        "2:11: server.workers = 100000 is out of range: server.workers must be between 1 and 1024: each worker is a thread with its own runtime and pools"
+    );
+    let msg = only(&minimal("[throttle]\nrate = \"2000000/s\"\n"));
+    assert!(
+        msg.starts_with("11:8: throttle.rate = \"2000000/s\" is out of range: throttle.rate must be between 1/h and 1000000/s"),
+        "{msg}"
+    );
+    let c = parse_str(
+        &minimal("[limits]\nmax_body = \"1GiB\"\n[throttle]\nrate = \"1/h\"\n"),
+        Path::new("gk.toml"),
+    )
+    .unwrap();
+    assert_eq!(c.limits.max_body, 1 << 30, "the bound itself is accepted");
+}
+
+/// Regression: with no replay.ttl written, a long max_token_age was refused
+/// at line 1, column 1, naming a key that is not in the file.
+#[test]
+fn a_token_age_the_default_ttl_cannot_outlive_is_located_at_the_token_age() {
+    let msg = only(&minimal("[geetest]\nmax_token_age = \"20m\"\n"));
+    assert!(
+        msg.starts_with(
+            "11:17: replay.ttl (15m) must be at least geetest.max_token_age + 1m (21m)"
+        ),
+        "{msg}"
+    );
 }

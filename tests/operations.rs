@@ -361,6 +361,56 @@ async fn sighup_with_a_broken_file_keeps_serving_the_old_configuration() {
     );
 }
 
+/// Regression: a duration of `u64::MAX` seconds overflowed while the file
+/// was checked, and the panic on SIGHUP killed the running proxy.
+#[tokio::test]
+async fn sighup_with_a_huge_duration_is_refused_and_the_old_configuration_keeps_serving() {
+    let upstream = Upstream::start().await;
+    let sim = Sim::start().await;
+    let m = managed(
+        &upstream,
+        &sim,
+        "[[route]]\npath = \"/login\"\nmethods = [\"GET\"]\n",
+    );
+    let client = plain();
+    let login = format!("http://127.0.0.1:{}/login", m.port);
+    let open = format!("http://127.0.0.1:{}/open", m.port);
+    assert_eq!(get(&client, &login).await.unwrap().0, StatusCode::FORBIDDEN);
+
+    let good = std::fs::read_to_string(&m.path).unwrap();
+    let huge = good.replace(
+        "[geetest]\n",
+        "[geetest]\nmax_token_age = \"18446744073709551615s\"\n",
+    );
+    assert_ne!(huge, good);
+    let line = huge
+        .lines()
+        .position(|l| l.starts_with("max_token_age"))
+        .unwrap()
+        + 1;
+    std::fs::write(&m.path, huge).unwrap();
+    signal(m.process.pid(), "-HUP");
+    wait_for_log(&m.process.log_path, "configuration reload failed").await;
+    let logs = m.process.logs();
+    assert!(
+        logs.contains(&format!("gatekeeper.toml:{line}:17: invalid duration"))
+            && logs.contains("geetest.max_token_age must be between 1s and 1day"),
+        "the refusal names file, line and bound:\n{logs}"
+    );
+    assert!(!logs.contains("panicked"), "{logs}");
+    // Still the old config, and still reloading: a good file is taken next.
+    assert_eq!(get(&client, &login).await.unwrap().0, StatusCode::FORBIDDEN);
+    assert_eq!(get(&client, &open).await.unwrap().0, StatusCode::OK);
+    std::fs::write(
+        &m.path,
+        good + "\n[[route]]\npath = \"/open\"\nmethods = [\"GET\"]\n",
+    )
+    .unwrap();
+    signal(m.process.pid(), "-HUP");
+    wait_for_log(&m.process.log_path, "configuration reloaded").await;
+    assert_eq!(get(&client, &open).await.unwrap().0, StatusCode::FORBIDDEN);
+}
+
 #[tokio::test]
 async fn sigterm_lets_a_slow_request_finish_then_exits_0() {
     let upstream = Upstream::start().await;

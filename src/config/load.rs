@@ -14,6 +14,7 @@ use toml::de::{DeTable, DeValue};
 
 use crate::routing::NormalPath;
 
+use super::bounds::{self, Bound};
 use super::diagnostic::{ConfigError, Report};
 use super::raw::{self, OneOrMany, RawConfig, RawSize};
 use super::{
@@ -64,6 +65,35 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
     .config(raw, path);
     config.hash = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())[..8]);
     report.finish(config)
+}
+
+/// Parses a duration as `humantime` does (`"250ms"`, `"1h 30m"`), after
+/// refusing text with more digits than any sensible duration holds: with
+/// those, `humantime` itself can overflow and panic.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    if too_many_digits(text) {
+        return Err(format!(
+            "more than {} digits: use a larger unit",
+            bounds::DURATION_DIGITS
+        ));
+    }
+    humantime::parse_duration(text).map_err(|e| e.to_string())
+}
+
+fn too_many_digits(text: &str) -> bool {
+    text.chars().filter(char::is_ascii_digit).count() > bounds::DURATION_DIGITS
+}
+
+/// A size in bytes as a person would write it: `"1GiB"`, `"512KiB"`, `"10 bytes"`.
+fn format_size(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    UNITS
+        .iter()
+        .find(|(unit, _)| bytes >= *unit && bytes.is_multiple_of(*unit))
+        .map_or_else(
+            || format!("{bytes} bytes"),
+            |(unit, name)| format!("{}{name}", bytes / unit),
+        )
 }
 
 // ------------------------------------------------------------------ unknown keys
@@ -149,7 +179,8 @@ impl Loader<'_, '_> {
         let paths = self.paths(&raw.paths);
         let geetest = self.geetest(&raw.geetest);
         let captchas = self.captchas(&raw.captcha);
-        let replay = self.replay(&raw.replay, geetest.max_token_age);
+        let token_age_span = raw.geetest.max_token_age.as_ref().map(Spanned::span);
+        let replay = self.replay(&raw.replay, geetest.max_token_age, token_age_span);
         let routes = self.routes(&raw.route, &captchas, geetest.on_error);
         let throttle = self.throttle(raw.throttle.as_ref());
         Config {
@@ -179,34 +210,70 @@ impl Loader<'_, '_> {
         default: Duration,
     ) -> Duration {
         let Some(v) = value else { return default };
-        match humantime::parse_duration(v.get_ref()) {
-            Ok(d) if d.is_zero() => {
-                self.error(v.span(), format!("{key} must be greater than zero"));
-                default
+        let text = v.get_ref();
+        let Bound { min, max, why } = bounds::duration(key);
+        let range = || {
+            format!(
+                "{key} must be between {} and {}: {why}",
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            )
+        };
+        let problem = match parse_duration(text) {
+            Ok(d) if d.is_zero() => format!("{key} must be greater than zero"),
+            Ok(d) if (min..=max).contains(&d) => return d,
+            Ok(_) => format!("{key} = \"{text}\" is out of range: {}", range()),
+            Err(e) if too_many_digits(text) => {
+                format!("invalid duration \"{text}\" for {key}: {e}; {}", range())
             }
-            Ok(d) => d,
-            Err(e) => {
-                self.error(
-                    v.span(),
-                    format!(
-                        "invalid duration \"{}\" for {key}: {e} (e.g. \"250ms\", \"5s\", \"15m\")",
-                        v.get_ref()
-                    ),
-                );
-                default
-            }
-        }
+            Err(e) => format!(
+                "invalid duration \"{text}\" for {key}: {e} (e.g. \"250ms\", \"5s\", \"15m\")"
+            ),
+        };
+        self.error(v.span(), problem);
+        default
+    }
+
+    fn size(&mut self, value: Option<&Spanned<RawSize>>, key: &str, default: u64) -> u64 {
+        let Some(v) = value else { return default };
+        let (parsed, shown) = match v.get_ref() {
+            RawSize::Bytes(n) => (u64::try_from(*n).ok(), n.to_string()),
+            // bytesize saturates at u64::MAX rather than overflow: still out of range.
+            RawSize::Text(t) => (
+                t.parse::<bytesize::ByteSize>().ok().map(|b| b.as_u64()),
+                format!("\"{t}\""),
+            ),
+        };
+        let Bound { min, max, why } = bounds::size(key);
+        let problem = match parsed {
+            Some(n) if (min..=max).contains(&n) => return n,
+            Some(n) if n > max => format!(
+                "{key} = {shown} is out of range: {key} must be at most {}: {why}",
+                format_size(max)
+            ),
+            _ => format!(
+                "{key} must be a positive size like \"1MiB\", \"512KiB\" or a number of bytes"
+            ),
+        };
+        self.error(v.span(), problem);
+        default
     }
 
     fn positive(&mut self, value: Option<&Spanned<i64>>, key: &str, default: usize) -> usize {
         let Some(v) = value else { return default };
-        match usize::try_from(*v.get_ref()) {
-            Ok(n) if n > 0 => n,
-            _ => {
-                self.error(v.span(), format!("{key} must be a positive whole number"));
-                default
+        let Bound { min, max, why } = bounds::count(key);
+        let problem = match u64::try_from(*v.get_ref()) {
+            Ok(n) if (min..=max).contains(&n) => match usize::try_from(n) {
+                Ok(n) => return n,
+                Err(_) => format!("{key} = {n} does not fit this machine's memory"),
+            },
+            Ok(n) if n > max => {
+                format!("{key} = {n} is out of range: {key} must be between {min} and {max}: {why}")
             }
-        }
+            _ => format!("{key} must be a positive whole number"),
+        };
+        self.error(v.span(), problem);
+        default
     }
 
     fn addr(&mut self, value: Option<&Spanned<String>>, key: &str) -> Option<SocketAddr> {
@@ -400,24 +467,8 @@ impl Loader<'_, '_> {
     }
 
     fn limits(&mut self, raw: &raw::RawLimits) -> Limits {
-        let max_body = match &raw.max_body {
-            None => 1024 * 1024,
-            Some(v) => {
-                let parsed = match v.get_ref() {
-                    RawSize::Bytes(n) => u64::try_from(*n).ok(),
-                    RawSize::Text(t) => t.parse::<bytesize::ByteSize>().ok().map(|b| b.as_u64()),
-                };
-                match parsed {
-                    Some(n) if n > 0 => n,
-                    _ => {
-                        self.error(v.span(), "limits.max_body must be a positive size like \"1MiB\", \"512KiB\" or a number of bytes");
-                        1024 * 1024
-                    }
-                }
-            }
-        };
         Limits {
-            max_body,
+            max_body: self.size(raw.max_body.as_ref(), "limits.max_body", 1024 * 1024),
             header_read_timeout: self.duration(
                 raw.header_read_timeout.as_ref(),
                 "limits.header_read_timeout",
@@ -533,10 +584,18 @@ impl Loader<'_, '_> {
                     };
                     Some(n / seconds)
                 });
-                parsed.unwrap_or_else(|| {
-                    self.error(v.span(), format!("invalid throttle.rate \"{}\" (expected N/s, N/m or N/h, e.g. \"10/m\")", v.get_ref()));
-                    1.0
-                })
+                let Bound { min, max, why } = bounds::RATE_PER_SECOND;
+                match parsed {
+                    Some(rate) if (min..=max).contains(&rate) => rate,
+                    Some(_) => {
+                        self.error(v.span(), format!("throttle.rate = \"{}\" is out of range: throttle.rate must be between 1/h and {max}/s: {why}", v.get_ref()));
+                        1.0
+                    }
+                    None => {
+                        self.error(v.span(), format!("invalid throttle.rate \"{}\" (expected N/s, N/m or N/h, e.g. \"10/m\")", v.get_ref()));
+                        1.0
+                    }
+                }
             }
         };
         let burst = self.positive(raw.burst.as_ref(), "throttle.burst", 20);
@@ -641,7 +700,14 @@ impl Loader<'_, '_> {
         out
     }
 
-    fn replay(&mut self, raw: &raw::RawReplay, max_token_age: Duration) -> ReplayConfig {
+    /// `token_age_span` locates `geetest.max_token_age`, which the ttl must
+    /// outlive: the error points there when the ttl is not written.
+    fn replay(
+        &mut self,
+        raw: &raw::RawReplay,
+        max_token_age: Duration,
+        token_age_span: Option<Range<usize>>,
+    ) -> ReplayConfig {
         let store = match &raw.store {
             None => ReplayStoreKind::Memory,
             Some(v) if v.get_ref() == "memory" => ReplayStoreKind::Memory,
@@ -667,16 +733,17 @@ impl Loader<'_, '_> {
             }
         };
         let ttl = self.duration(raw.ttl.as_ref(), "replay.ttl", Duration::from_secs(900));
-        if ttl < max_token_age + CLOCK_SKEW {
-            let span = raw.ttl.as_ref().map(Spanned::span).unwrap_or(0..0);
-            self.error(
-                span,
-                format!(
-                    "replay.ttl ({}) must be at least geetest.max_token_age + 1m ({}): an entry must outlive every proof the gate still accepts",
-                    humantime::format_duration(ttl),
-                    humantime::format_duration(max_token_age + CLOCK_SKEW)
-                ),
+        let floor = max_token_age.saturating_add(CLOCK_SKEW);
+        if ttl < floor {
+            let message = format!(
+                "replay.ttl ({}) must be at least geetest.max_token_age + 1m ({}): an entry must outlive every proof the gate still accepts",
+                humantime::format_duration(ttl),
+                humantime::format_duration(floor)
             );
+            match raw.ttl.as_ref().map(Spanned::span).or(token_age_span) {
+                Some(span) => self.error(span, message),
+                None => self.report.file(message),
+            }
         }
         ReplayConfig {
             store,

@@ -4,13 +4,14 @@
 //! `load.rs` turns it into the types below with `TryFrom`-style validation, so an
 //! invalid file is refused, with `FILE:LINE:COL`, before anything listens.
 
+mod bounds;
 mod diagnostic;
 mod load;
 mod raw;
 mod summary;
 
 pub use diagnostic::{ConfigError, Diagnostic};
-pub use load::{load_file, parse_str};
+pub use load::{load_file, parse_duration, parse_str};
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -142,7 +142,7 @@ impl ValidateClient {
         let query = form_urlencoded::Serializer::new(String::new())
             .append_pair("captcha_id", captcha_id)
             .finish();
-        let deadline = tokio::time::Instant::now() + self.inner.timeout;
+        let started = tokio::time::Instant::now();
         let mut last_error = ValidateError::CircuitOpen;
         let servers = &self.inner.servers;
         for (i, server) in servers.iter().enumerate() {
@@ -151,7 +151,7 @@ impl ValidateClient {
                 continue;
             }
             // Each remaining server gets an equal share of what is left.
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let left = self.inner.timeout.saturating_sub(started.elapsed());
             if left.is_zero() {
                 break;
             }

@@ -38,7 +38,7 @@ pub struct SimArgs {
     #[arg(long = "captcha", value_name = "ID:KEY", value_parser = parse_credential)]
     pub captchas: Vec<(String, String)>,
     /// How long a minted proof stays valid.
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = crate::config::parse_duration)]
     pub proof_lifetime: Duration,
 }
 

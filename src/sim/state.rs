@@ -277,7 +277,7 @@ impl Simulator {
             .used
             .insert(
                 lot_number.to_ascii_lowercase(),
-                generated + self.proof_lifetime.as_secs(),
+                generated.saturating_add(self.proof_lifetime.as_secs()),
             )
             .is_none();
         if !first_use {
