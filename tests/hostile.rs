@@ -1,4 +1,4 @@
-//! Issue 7: every wait has a bound, and `max_connections` holds.
+//! Issue 7: every wait has a bound, and `max_connections` holds (tunnels included).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -183,4 +183,87 @@ async fn a_client_that_stops_reading_is_dropped() {
         "the whole response was delivered: the stalled client was not dropped"
     );
     env.shutdown().await;
+}
+
+async fn open_websocket(
+    env: &Env,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>> {
+    let (ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws", env.http.port()))
+            .await
+            .expect("websocket handshake through gatekeeper");
+    ws
+}
+
+/// An open tunnel is not an HTTP connection the watchdog sees: it has its own
+/// idle timeout, and a tunnel in use is left alone.
+#[tokio::test]
+async fn an_idle_websocket_tunnel_is_closed_after_the_idle_timeout() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let env = Env::start("[limits]\nidle_timeout = \"1s\"\n").await;
+    let mut ws = open_websocket(&env).await;
+    // Busy for well over the idle timeout: every message comes back.
+    let mut last_echo = std::time::Instant::now();
+    for i in 0..6 {
+        ws.send(Message::text(format!("ping {i}"))).await.unwrap();
+        let echo = tokio::time::timeout(Duration::from_secs(2), ws.next())
+            .await
+            .expect("an echo")
+            .expect("the tunnel is open")
+            .unwrap();
+        last_echo = std::time::Instant::now();
+        assert_eq!(echo.into_text().unwrap().as_str(), format!("ping {i}"));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Then silent: closed without a frame from either side.
+    let end = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
+    assert!(end.is_ok(), "an idle tunnel stayed open");
+    assert!(
+        !matches!(end, Ok(Some(Ok(Message::Text(_))))),
+        "unexpected message: {end:?}"
+    );
+    assert!(last_echo.elapsed() >= Duration::from_millis(900));
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_open_websocket_tunnel_counts_against_max_connections() {
+    let env = Env::start("[limits]\nmax_connections = 1\n").await;
+    let ws = open_websocket(&env).await;
+    let mut second = connect(env.http).await;
+    second
+        .write_all(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let early = tokio::time::timeout(Duration::from_millis(500), second.read(&mut buf)).await;
+    assert!(
+        early.is_err(),
+        "served beside an open tunnel beyond max_connections"
+    );
+    drop(ws);
+    let n = tokio::time::timeout(Duration::from_secs(5), second.read(&mut buf))
+        .await
+        .expect("served once the tunnel closed")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_open_websocket_tunnel_is_closed_on_shutdown_rather_than_holding_it_up() {
+    use futures_util::StreamExt;
+    let env = Env::start("").await;
+    let mut ws = open_websocket(&env).await;
+    let started = std::time::Instant::now();
+    // Env::shutdown allows five seconds for connections to drain.
+    env.shutdown().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "shutdown waited {:?} for the tunnel",
+        started.elapsed()
+    );
+    let end = tokio::time::timeout(Duration::from_secs(2), ws.next()).await;
+    assert!(end.is_ok(), "the tunnel outlived the shutdown");
 }

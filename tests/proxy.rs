@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -257,6 +258,11 @@ async fn ambiguous_framing_is_refused_and_the_connection_closed() {
         ("TE chunked with a trailing tab", b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\t\r\n\r\n0\r\n\r\n"),
         ("bare CR in header", b"GET /a HTTP/1.1\r\nHost: a\r\nX-A: b\rc\r\n\r\n"),
         ("absolute-form for another host", b"GET http://b/a HTTP/1.1\r\nHost: a\r\n\r\n"),
+        ("bare LF line endings", b"GET /a HTTP/1.1\nHost: a\n\n"),
+        ("one bare LF among CRLFs", b"GET /a HTTP/1.1\r\nHost: a\nX-A: b\r\n\r\n"),
+        ("CL+TE with bare LFs", b"POST /a HTTP/1.1\nHost: a\nContent-Length: 5\nTransfer-Encoding: chunked\n\n0\r\n\r\n"),
+        ("two Hosts with bare LFs", b"GET /a HTTP/1.1\nHost: a\nHost: b\n\n"),
+        ("CL as a list", b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 2, 2\r\n\r\nab"),
     ];
     for (name, bytes) in cases {
         // A second, valid request pipelined behind must not be served.
@@ -323,5 +329,252 @@ async fn oversized_headers_get_431() {
         status_line(&raw)
     );
     assert_eq!(env.upstream.count(), 0);
+    env.shutdown().await;
+}
+
+/// A websocket opening handshake for `path` (RFC 6455 §4.1), with `rest`
+/// written straight after it.
+fn upgrade_request(path: &str, key: &str, rest: &str) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n{rest}"
+    )
+    .into_bytes()
+}
+
+const SMUGGLED_LOGIN: &str = "POST /login HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 6\r\n\r\nuser=a";
+
+/// An application that answers the first request on each connection with a
+/// `101` chosen by its path, then serves every further request head it
+/// reads with 200, as a careless app or framework would. Returns its address
+/// and every byte it received.
+async fn fake_101_upstream() -> (std::net::SocketAddr, Arc<Mutex<Vec<u8>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let (mut buf, mut chunk, mut answered) = (Vec::new(), [0u8; 4096], 0);
+                loop {
+                    let n = match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    record.lock().unwrap().extend_from_slice(&chunk[..n]);
+                    buf.extend_from_slice(&chunk[..n]);
+                    let heads = buf.windows(4).filter(|w| w == b"\r\n\r\n").count();
+                    while answered < heads {
+                        let reply: &[u8] = if answered > 0 {
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                        } else if buf.starts_with(b"GET /wrong-accept ") {
+                            // The accept for the RFC's sample key, not the client's.
+                            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+                        } else if buf.starts_with(b"GET /h2c ") {
+                            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
+                        } else {
+                            b"HTTP/1.1 101 Switching Protocols\r\n\r\n"
+                        };
+                        if s.write_all(reply).await.is_err() {
+                            return;
+                        }
+                        answered += 1;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Issue 15: an endpoint that answers `101` without a real WebSocket
+/// handshake got a raw tunnel, and a `POST /login` written into it reached
+/// the application with no captcha.
+#[tokio::test]
+async fn an_upstream_101_without_the_websocket_handshake_is_502_and_opens_no_tunnel() {
+    let (upstream, seen) = fake_101_upstream().await;
+    let certs = TestCerts::new();
+    let config = parse_config(
+        &config_text(&certs, upstream, "http://127.0.0.1:9", ROUTES),
+        certs.dir.path(),
+    );
+    let server = gatekeeper::server::start(config).await.unwrap();
+    let addr = server.http_addr.unwrap();
+    let other_key = "AQIDBAUGBwgJCgsMDQ4PEA==";
+    let cases: &[(&str, Vec<u8>)] = &[
+        (
+            "bare 101",
+            upgrade_request("/bare", other_key, SMUGGLED_LOGIN),
+        ),
+        (
+            "101 with another key's accept",
+            upgrade_request("/wrong-accept", other_key, SMUGGLED_LOGIN),
+        ),
+        (
+            "101 to h2c",
+            upgrade_request("/h2c", other_key, SMUGGLED_LOGIN),
+        ),
+        (
+            "101 to a request that asked for no upgrade",
+            format!("GET /unasked HTTP/1.1\r\nHost: a\r\n\r\n{SMUGGLED_LOGIN}").into_bytes(),
+        ),
+    ];
+    for (name, wire) in cases {
+        let raw = raw_exchange(addr, wire, Duration::from_secs(3)).await;
+        assert_eq!(
+            status_line(&raw),
+            "HTTP/1.1 502 Bad Gateway",
+            "{name}: {raw}"
+        );
+        assert!(raw.contains("upstream_bad_upgrade"), "{name}: {raw}");
+        assert_eq!(raw.matches("HTTP/1.1 ").count(), 1, "{name}: {raw}");
+    }
+    let seen = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    for path in ["/bare", "/wrong-accept", "/h2c", "/unasked"] {
+        assert!(
+            seen.contains(&format!("GET {path} ")),
+            "{path} never reached the app: {seen}"
+        );
+    }
+    assert!(
+        !seen.contains("/login"),
+        "the smuggled request reached the application: {seen}"
+    );
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// RFC 6455 §4.1 and §4.2.1: anything that asks for an upgrade and is not a
+/// well-formed WebSocket handshake is refused, and the connection closed.
+#[tokio::test]
+async fn a_malformed_upgrade_request_is_refused_with_400() {
+    let env = Env::start(ROUTES).await;
+    let handshake = |line: &str, drop: &str, add: &str| {
+        let mut head = format!("{line}\r\nHost: a\r\n");
+        for h in [
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            "Sec-WebSocket-Version: 13",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        ] {
+            if drop.is_empty() || !h.starts_with(drop) {
+                head.push_str(h);
+                head.push_str("\r\n");
+            }
+        }
+        head.push_str(add);
+        head + "\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+    };
+    let get = "GET /ws HTTP/1.1";
+    let cases = [
+        ("no key", handshake(get, "Sec-WebSocket-Key", "")),
+        (
+            "a 15-byte key",
+            handshake(
+                get,
+                "Sec-WebSocket-Key",
+                "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAA\r\n",
+            ),
+        ),
+        (
+            "a key that is not base64",
+            handshake(
+                get,
+                "Sec-WebSocket-Key",
+                "Sec-WebSocket-Key: !!!!!!!!!!!!!!!!!!!!!!==\r\n",
+            ),
+        ),
+        ("no version", handshake(get, "Sec-WebSocket-Version", "")),
+        (
+            "version 8",
+            handshake(get, "Sec-WebSocket-Version", "Sec-WebSocket-Version: 8\r\n"),
+        ),
+        ("no connection: upgrade", handshake(get, "Connection", "")),
+        ("connection: upgrade alone", handshake(get, "Upgrade", "")),
+        (
+            "POST",
+            handshake("POST /ws HTTP/1.1", "", "Content-Length: 0\r\n"),
+        ),
+        ("HTTP/1.0", handshake("GET /ws HTTP/1.0", "", "")),
+        (
+            "a body",
+            handshake(get, "", "Content-Length: 5\r\n\r\nhello"),
+        ),
+    ];
+    for (name, wire) in &cases {
+        let raw = raw_exchange(env.http, wire.as_bytes(), Duration::from_secs(3)).await;
+        // An HTTP/1.0 request is answered in HTTP/1.0.
+        assert!(
+            status_line(&raw).ends_with(" 400 Bad Request"),
+            "{name}: {raw}"
+        );
+        let answers = raw.lines().filter(|l| l.starts_with("HTTP/1.")).count();
+        assert_eq!(answers, 1, "{name}: {raw}");
+    }
+    assert_eq!(
+        env.upstream.count(),
+        0,
+        "a malformed upgrade reached the upstream"
+    );
+    env.shutdown().await;
+}
+
+/// Issue 15: after an `Upgrade` request, framing went unchecked on the rest
+/// of the connection, even when the upstream declined the upgrade.
+#[tokio::test]
+async fn after_a_declined_upgrade_the_next_heads_are_still_checked() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = Env::start(ROUTES).await;
+    let cases: &[(&str, &str)] = &[
+        (
+            "CL+TE",
+            "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "duplicate Host",
+            "GET /a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        ),
+        ("bare LF", "GET /a HTTP/1.1\nHost: a\n\n"),
+    ];
+    for (i, (name, bad)) in cases.iter().enumerate() {
+        let mut s = tokio::net::TcpStream::connect(env.http).await.unwrap();
+        // Not /ws: the upstream answers 200 and the connection stays HTTP/1.1.
+        s.write_all(&upgrade_request(
+            "/declined",
+            "dGhlIHNhbXBsZSBub25jZQ==",
+            "",
+        ))
+        .await
+        .unwrap();
+        let mut first = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&first).contains("upstream ok") {
+            let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+                .await
+                .expect("an answer to the upgrade request")
+                .unwrap();
+            assert!(n > 0, "{name}: closed after the declined upgrade");
+            first.extend_from_slice(&buf[..n]);
+        }
+        assert!(String::from_utf8_lossy(&first).starts_with("HTTP/1.1 200"));
+        s.write_all(format!("{bad}GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+            rest.extend_from_slice(&buf[..n]);
+        }
+        let rest = String::from_utf8_lossy(&rest);
+        assert!(
+            status_line(&rest).starts_with("HTTP/1.1 400"),
+            "{name}: {rest}"
+        );
+        assert_eq!(rest.matches("HTTP/1.1 ").count(), 1, "{name}: {rest}");
+        assert_eq!(env.upstream.count(), i + 1, "{name} reached the upstream");
+    }
     env.shutdown().await;
 }

@@ -6,22 +6,22 @@ use std::time::Instant;
 
 use std::borrow::Cow;
 
-use http::header::{CONNECTION, COOKIE, HOST, HeaderValue, UPGRADE};
+use http::header::{COOKIE, HOST, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::body::ProxyBody;
 use super::headers::forwarding::{client_addr, is_trusted, peer_header, set_forwarding_headers};
-use super::headers::framing::{FramingError, check_request, is_websocket_upgrade};
+use super::headers::framing;
 use super::headers::hop::strip_hop_by_hop;
 use super::headers::{X_GATEKEEPER_CAPTCHA, drop_underscored};
 use super::response::{closing_error, json_error};
 use super::upstream::{Upstream, UpstreamError};
+use super::websocket::{self, mark_websocket_upgrade};
 use crate::config::{Config, Route};
 use crate::gate::Gate;
 use crate::metrics::{KindLabels, Metrics};
@@ -86,12 +86,10 @@ impl Proxy {
     }
 
     /// Answers one request; never fails (every failure is an HTTP answer).
-    /// `wire` is the verdict on the request's raw HTTP/1 head, if inspected.
     pub async fn handle(
         self: Arc<Self>,
         mut req: Request<Incoming>,
         conn: ConnInfo,
-        wire: Option<Result<(), FramingError>>,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
         let request_id = self.request_id(&req, &conn);
@@ -103,10 +101,7 @@ impl Proxy {
             // For the log line; a Uri clone shares the request's bytes.
             let uri = req.uri().clone();
             let mut trace = Trace::default();
-            let resp = match wire
-                .unwrap_or(Ok(()))
-                .and_then(|()| check_request(req.method(), req.headers()))
-            {
+            let resp = match framing::judge(&mut req) {
                 Ok(()) => self.route_and_forward(req, &conn, &mut trace).await,
                 Err(e) => closing_error(StatusCode::BAD_REQUEST, "bad_request", e.0),
             };
@@ -192,8 +187,8 @@ impl Proxy {
 
         // Only gatekeeper states this header, on every route.
         req.headers_mut().remove(X_GATEKEEPER_CAPTCHA);
-        let websocket = route.is_none() && is_websocket_upgrade(req.headers());
-        let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+        // A gated request is forwarded without its upgrade.
+        let upgrade = websocket::Pending::take(&mut req).filter(|_| route.is_none());
         // The client's hop-by-hop headers go before gatekeeper adds its own.
         strip_hop_by_hop(req.headers_mut());
 
@@ -210,7 +205,7 @@ impl Proxy {
             None => req.map(super::body::streamed),
         };
 
-        self.rewrite_request_headers(&mut req, conn, authority.as_ref(), websocket);
+        self.rewrite_request_headers(&mut req, conn, authority.as_ref(), upgrade.is_some());
         let upstream_started = Instant::now();
         let result = self.upstream.send(req).await;
         let upstream_time = upstream_started.elapsed();
@@ -229,15 +224,24 @@ impl Proxy {
             }
         };
 
-        if let Some(client_upgrade) =
-            client_upgrade.filter(|_| resp.status() == StatusCode::SWITCHING_PROTOCOLS)
-        {
-            let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
-            strip_hop_by_hop(resp.headers_mut());
+        // Any other answer leaves the connection HTTP/1.1, inspected as before.
+        let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if switched && let Err(reason) = websocket::open(upgrade, &mut resp) {
+            self.metrics
+                .upstream_errors
+                .get_or_create(&KindLabels {
+                    kind: "bad_upgrade",
+                })
+                .inc();
+            warn!(
+                route = trace.route.unwrap_or("-"),
+                reason, "upstream switched protocols without a websocket handshake"
+            );
+            return closing_error(StatusCode::BAD_GATEWAY, "upstream_bad_upgrade", reason);
+        }
+        strip_hop_by_hop(resp.headers_mut());
+        if switched {
             mark_websocket_upgrade(resp.headers_mut());
-        } else {
-            strip_hop_by_hop(resp.headers_mut());
         }
         resp.map(ProxyBody::Left)
     }
@@ -377,11 +381,6 @@ fn join_cookies(headers: &mut http::HeaderMap) {
     }
 }
 
-fn mark_websocket_upgrade(headers: &mut http::HeaderMap) {
-    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-}
-
 fn upstream_failure(e: UpstreamError, route: Option<&Route>) -> Response<ProxyBody> {
     let route = route.map(|r| r.origin.as_str()).unwrap_or("-");
     match e {
@@ -418,19 +417,5 @@ fn upstream_failure(e: UpstreamError, route: Option<&Route>) -> Response<ProxyBo
                 "the request body was not received in time",
             )
         }
-    }
-}
-
-/// Copies bytes both ways once both sides have switched protocols.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    match tokio::try_join!(client, upstream) {
-        Ok((client, upstream)) => {
-            let mut client = TokioIo::new(client);
-            let mut upstream = TokioIo::new(upstream);
-            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                debug!(error = %e, "websocket tunnel closed with an error");
-            }
-        }
-        Err(e) => debug!(error = %e, "websocket upgrade did not complete"),
     }
 }

@@ -2,13 +2,15 @@
 //! `headers/framing` refuses ambiguous requests, `routing` decides whether a
 //! request is gated, `crate::gate` proves the captcha, `headers/hop` and
 //! `headers/forwarding` rewrite headers, `upstream` forwards over
-//! `crate::pool`'s keep-alive connections.
+//! `crate::pool`'s keep-alive connections; `websocket` opens a tunnel only
+//! for a real WebSocket handshake on both sides.
 
 pub mod body;
 pub mod handler;
 pub mod headers;
 pub mod response;
 pub mod upstream;
+pub mod websocket;
 
 pub use body::ProxyBody;
 pub use handler::{ConnInfo, Proxy};

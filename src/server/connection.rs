@@ -31,13 +31,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tracing::debug;
 
 use super::inspect::{Inspected, Socket, Verdicts};
 use super::{Live, Shared};
 use crate::config::Limits;
 use crate::metrics::ConnectionLabels;
+use crate::proxy::headers::framing::WireVerdict;
+use crate::proxy::websocket::Tunnelling;
 use crate::proxy::{ConnInfo, ProxyBody};
 
 /// Which protocol to speak, decided before the first byte is read.
@@ -117,7 +119,9 @@ where
 
 /// Sets the connection up at once and returns the future that serves it.
 /// (Not an `async fn`: its arguments, the socket among them, would be kept
-/// in the future for the connection's whole life.)
+/// in the future for the connection's whole life.) `permit` is the
+/// connection's place under `limits.max_connections`: held until the
+/// connection ends, or a WebSocket tunnel it opened does.
 pub fn serve<I>(
     io: I,
     protocol: Protocol,
@@ -125,6 +129,7 @@ pub fn serve<I>(
     live: Live,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
+    permit: OwnedSemaphorePermit,
 ) -> impl Future<Output = ()> + Send + 'static
 where
     I: AsyncRead + AsyncWrite + Socket + Unpin + Send + 'static,
@@ -140,33 +145,53 @@ where
     };
     let open = shared.metrics.open_connections.get_or_create_owned(&labels);
     open.inc();
-    struct Closed(prometheus_client::metrics::gauge::Gauge);
-    impl Drop for Closed {
+    /// The connection's place, and its count in the gauge: given back when
+    /// the connection ends, or a tunnel it opened does.
+    struct Slot {
+        _permit: OwnedSemaphorePermit,
+        gauge: prometheus_client::metrics::gauge::Gauge,
+    }
+    impl Drop for Slot {
         fn drop(&mut self) {
-            self.0.dec();
+            self.gauge.dec();
         }
     }
-    let _closed = Closed(open);
+    let slot = Arc::new(Slot {
+        _permit: permit,
+        gauge: open,
+    });
     let activity = Arc::new(Activity::new());
     // HTTP/1 request heads are checked raw (see `inspect`); HTTP/2 frames its own.
     let verdicts = Verdicts::default();
     let io = Inspected::new(io, verdicts.clone(), activity.clone());
+    let tunnelling = Tunnelling::new(
+        slot.clone(),
+        limits.idle_timeout,
+        verdicts.switched(),
+        shutdown.clone(),
+    );
     let service = {
         let activity = activity.clone();
         let info = info.clone();
-        service_fn(move |req: Request<Incoming>| {
+        service_fn(move |mut req: Request<Incoming>| {
             let info = info.clone();
             // Each request runs on the configuration of the moment it arrived.
             let proxy = live.load().proxy.clone();
             let guard = InFlight::begin(activity.clone());
-            let wire = (req.version() < http::Version::HTTP_2)
-                .then(|| verdicts.next())
-                .flatten();
+            if req.version() < http::Version::HTTP_2 {
+                // The handler refuses an HTTP/1 request that has none.
+                if let Some(verdict) = verdicts.next() {
+                    req.extensions_mut().insert(WireVerdict(verdict));
+                }
+                if req.headers().contains_key(http::header::UPGRADE) {
+                    req.extensions_mut().insert(tunnelling.clone());
+                }
+            }
             async move {
                 // Boxed: hyper keeps a slot of this future's size on every
                 // connection, idle or not; boxed, the slot is a pointer and
                 // the request's state exists only while it runs.
-                let resp = Box::pin(proxy.handle(req, info, wire)).await;
+                let resp = Box::pin(proxy.handle(req, info)).await;
                 Ok::<_, Infallible>(resp.map(|body| Tracked {
                     inner: body,
                     _guard: guard,
@@ -210,7 +235,7 @@ where
     };
 
     async move {
-        let _closed = _closed;
+        let _slot = slot;
         let mut closing = false;
         let mut send_rate = SendRate::new(&activity);
         let tick = (limits.header_read_timeout.min(limits.idle_timeout) / 2)

@@ -7,13 +7,17 @@
 //! evidence is gone. This wrapper reads the same bytes hyper reads, parses
 //! each request head with httparse (hyper's own parser), follows the body's
 //! framing to find the next head, and queues one verdict per request, in wire
-//! order, for the handler to act on. It never changes a byte. It also tells
-//! the connection's watchdog when writes are blocked by a client that does
-//! not read.
+//! order; the connection puts each in its request's extensions for the
+//! handler to act on. Every head gets one, on every connection, until a
+//! WebSocket tunnel really opens (the handler says so): an upgrade the
+//! upstream declined leaves an HTTP/1.1 connection like any other. It never
+//! changes a byte. It also tells the connection's watchdog when writes are
+//! blocked by a client that does not read.
 
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
@@ -21,7 +25,9 @@ use memchr::memmem;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::connection::Activity;
-use crate::proxy::headers::framing::{FramingError, check_raw_head, check_wire_head};
+use crate::proxy::headers::framing::{
+    FramingError, check_line_endings, check_raw_head, check_wire_head,
+};
 
 /// Longest head inspected; hyper refuses longer ones itself (431).
 const MAX_HEAD: usize = 64 * 1024 + 1024;
@@ -30,17 +36,27 @@ const MAX_CHUNK_LINE: usize = 4096;
 
 /// Verdicts on request heads, oldest first; shared with the service.
 #[derive(Debug, Clone, Default)]
-pub struct Verdicts(Arc<Mutex<VecDeque<Result<(), FramingError>>>>);
+pub struct Verdicts {
+    queue: Arc<Mutex<VecDeque<Result<(), FramingError>>>>,
+    /// Set by the handler when a tunnel opens: what follows is another
+    /// protocol's bytes.
+    switched: Arc<AtomicBool>,
+}
 
 impl Verdicts {
-    /// The verdict on the next request hyper delivers; `None` once inspection
-    /// has stopped (after an upgrade request).
+    /// The verdict on the next request hyper delivers; `None` if there is
+    /// none (the handler refuses such a request).
     pub fn next(&self) -> Option<Result<(), FramingError>> {
-        self.0.lock().ok()?.pop_front()
+        self.queue.lock().ok()?.pop_front()
+    }
+
+    /// The flag that stops inspection, for the handler to set when a tunnel opens.
+    pub fn switched(&self) -> Arc<AtomicBool> {
+        self.switched.clone()
     }
 
     fn push(&self, verdict: Result<(), FramingError>) {
-        if let Ok(mut q) = self.0.lock() {
+        if let Ok(mut q) = self.queue.lock() {
             q.push_back(verdict);
         }
     }
@@ -58,8 +74,8 @@ enum State {
     ChunkData(u64),
     /// Collecting the trailer section after the last chunk.
     Trailers(Vec<u8>),
-    /// No more requests to inspect on this connection (it is closing, or
-    /// switched protocols).
+    /// No more requests to inspect on this connection (it is closing, or a
+    /// tunnel opened).
     Done,
 }
 
@@ -153,6 +169,15 @@ impl<I: Socket> Inspected<I> {
                 let from = old.saturating_sub(terminator.len() - 1);
                 memmem::find(&buf[from..], terminator).map(|i| from + i + terminator.len())
             };
+            // A head or trailer section ended by bare LFs never shows the
+            // CRLF CRLF looked for, though hyper would take it: refuse any
+            // bare LF as it arrives, whether or not the element is complete.
+            if terminator.len() == 4
+                && let Err(e) = check_line_endings(&buf[..end.unwrap_or(buf.len())], old)
+            {
+                self.stop_with(Err(e));
+                return;
+            }
             let Some(end) = end else {
                 if buf.len() > limit {
                     self.stop_with(Err(FramingError("request head too large")));
@@ -206,10 +231,8 @@ impl<I: Socket> Inspected<I> {
                 .iter()
                 .find(|h| h.name.eq_ignore_ascii_case(name))
         };
-        if header("upgrade").is_some() {
-            // What follows may be another protocol's bytes.
-            return State::Done;
-        }
+        // An upgrade request is followed like any other: until the handler
+        // says a tunnel opened, the next bytes are the next request.
         if header("transfer-encoding").is_some() {
             return State::ChunkSize(Vec::new());
         }
@@ -247,7 +270,11 @@ impl<I: AsyncRead + Socket + Unpin> AsyncRead for Inspected<I> {
         ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
         let this = &mut *self;
         if !matches!(this.state, State::Done) {
-            this.feed(&buf.filled()[before..]);
+            if this.verdicts.switched.load(Ordering::Acquire) {
+                this.state = State::Done;
+            } else {
+                this.feed(&buf.filled()[before..]);
+            }
         }
         Poll::Ready(Ok(()))
     }
@@ -331,6 +358,39 @@ mod tests {
         let a = verdicts(&[b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"]);
         let b = verdicts(&[b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"]);
         assert!(a[0].is_err() && b[0].is_err());
+    }
+
+    #[test]
+    fn a_head_with_bare_lf_line_endings_is_refused_even_though_it_never_shows_crlf_crlf() {
+        let v = verdicts(&[
+            b"POST / HTTP/1.1\nHost: a\nContent-Length: 3\nTransfer-Encoding: chunked\n\n",
+        ]);
+        assert_eq!(v, vec![Err(FramingError("bare LF line ending"))]);
+        // One bare LF among CRLFs, split across reads after its CR-less byte.
+        let v = verdicts(&[b"GET / HTTP/1.1\r\nHost: a", b"\nX: b\r\n\r\n"]);
+        assert_eq!(v, vec![Err(FramingError("bare LF line ending"))]);
+        // A CRLF split across reads is not a bare LF.
+        let v = verdicts(&[b"GET / HTTP/1.1\r", b"\nHost: a\r\n\r\n"]);
+        assert_eq!(v, vec![Ok(())]);
+    }
+
+    #[test]
+    fn heads_after_an_upgrade_request_are_still_inspected() {
+        let wire = b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nPOST /login HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n";
+        assert_eq!(
+            verdicts(&[wire]),
+            vec![Ok(()), Err(FramingError("more than one host header"))]
+        );
+    }
+
+    #[test]
+    fn a_content_length_hyper_reads_differently_stops_inspection() {
+        // hyper takes `3, 3` as 3; read as 0, the body would look like a head.
+        let wire = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nabcGET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(
+            verdicts(&[wire]),
+            vec![Err(FramingError("content-length is not a number"))]
+        );
     }
 
     #[test]

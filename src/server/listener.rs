@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
@@ -119,14 +119,16 @@ async fn accept_loop(tcp: TcpListener, role: Role, ctx: Context, mut stop: watch
         let info = ConnInfo::new(peer, role.label());
         let (live, shared, drain) = (ctx.live.clone(), ctx.shared.clone(), ctx.drain.clone());
         ctx.workers.spawn(async move {
-            let _permit = permit;
             let Ok(stream) = TcpStream::from_std(stream) else {
                 return;
             };
+            // The permit moves into the connection: a WebSocket tunnel keeps
+            // it after hyper lets the socket go.
             match role {
-                Role::Https => serve_tls(stream, info, live, shared, drain).await,
+                Role::Https => serve_tls(stream, info, live, shared, drain, permit).await,
                 _ => {
-                    connection::serve(stream, Protocol::Cleartext, info, live, shared, drain).await
+                    let protocol = Protocol::Cleartext;
+                    connection::serve(stream, protocol, info, live, shared, drain, permit).await
                 }
             }
         });
@@ -139,6 +141,7 @@ async fn serve_tls(
     live: Live,
     shared: Arc<Shared>,
     drain: watch::Receiver<bool>,
+    permit: OwnedSemaphorePermit,
 ) {
     // The certificate of the moment: a renewal applies from the next handshake.
     let (tls, timeout) = {
@@ -166,7 +169,7 @@ async fn serve_tls(
                 Some(b"h2") => Protocol::Http2,
                 _ => Protocol::Http1,
             };
-            connection::serve(tls, protocol, info, live, shared, drain)
+            connection::serve(tls, protocol, info, live, shared, drain, permit)
         }
         Ok(Err(e)) => return failed(&e),
         Err(_) => return failed(&"timed out"),

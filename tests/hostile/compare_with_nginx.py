@@ -38,6 +38,11 @@ CASES = [
     ("absolute-form, other host", b"GET http://b/a HTTP/1.1\r\nHost: a\r\n\r\n"),
     ("CONNECT", b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"),
     ("Upgrade: h2c", b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"),
+    ("bare LF line endings", b"GET /a HTTP/1.1\nHost: a\n\n"),
+    ("one bare LF", b"GET /a HTTP/1.1\r\nHost: a\nX-A: b\r\n\r\n"),
+    ("CL+TE with bare LFs", b"POST /a HTTP/1.1\nHost: a\nContent-Length: 5\nTransfer-Encoding: chunked\n\n0\r\n\r\n"),
+    ("CL as a list", b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 2, 2\r\n\r\nab"),
+    ("websocket without a key", b"GET /a HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n"),
 ]
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
 

@@ -8,14 +8,32 @@
 //! Every refusal closes the connection: after an ambiguous request, nothing
 //! further on it can be trusted.
 
-use http::header::UPGRADE;
-use http::{HeaderMap, Method};
+use http::{HeaderMap, Method, Request, Version};
 
-use super::hop::has_token;
+use crate::proxy::websocket;
 
 /// Why a request's framing or shape was refused (the reason sent to the client).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FramingError(pub &'static str);
+
+/// The wire inspector's verdict on an HTTP/1 request's raw head, carried in
+/// the request's extensions from the connection to the handler.
+#[derive(Debug, Clone, Copy)]
+pub struct WireVerdict(pub Result<(), FramingError>);
+
+/// The one decision on a request's framing and shape: its wire verdict
+/// (an HTTP/1 request without one is refused: no head may pass unchecked),
+/// then `check_request`.
+pub fn judge<B>(req: &mut Request<B>) -> Result<(), FramingError> {
+    let wire = req.extensions_mut().remove::<WireVerdict>();
+    if req.version() < Version::HTTP_2 {
+        match wire {
+            Some(WireVerdict(verdict)) => verdict?,
+            None => return Err(FramingError("request head not inspected")),
+        }
+    }
+    check_request(req.version(), req.method(), req.headers())
+}
 
 /// Checks the header lines of an HTTP/1.`minor` request head, as received.
 pub fn check_wire_head(minor: u8, headers: &[httparse::Header<'_>]) -> Result<(), FramingError> {
@@ -45,6 +63,14 @@ pub fn check_wire_head(minor: u8, headers: &[httparse::Header<'_>]) -> Result<()
     if cl > 1 {
         return Err(FramingError("more than one content-length"));
     }
+    // hyper also takes `5, 5` and the inspector must follow the body exactly as
+    // hyper does to find the next head: only plain digits are accepted.
+    if let Some(h) = named(headers, "content-length").next() {
+        let value = h.value.trim_ascii();
+        if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+            return Err(FramingError("content-length is not a number"));
+        }
+    }
     match named(headers, "host").count() {
         0 if minor == 1 => Err(FramingError("missing host header")),
         0 | 1 => Ok(()),
@@ -68,24 +94,33 @@ pub fn check_raw_head(head: &[u8]) -> Result<(), FramingError> {
     Ok(())
 }
 
-/// Checks what a request asks of the proxy, whatever its HTTP version.
-pub fn check_request(method: &Method, headers: &HeaderMap) -> Result<(), FramingError> {
-    if method == Method::CONNECT {
-        return Err(FramingError("CONNECT is not supported"));
-    }
-    if headers.contains_key(UPGRADE) && !is_websocket_upgrade(headers) {
-        return Err(FramingError("only websocket upgrades are supported"));
+/// Refuses a bare LF (a line ending without its CR) in `head[from..]`; the
+/// byte before `from`, if any, is looked at as the CR. RFC 9112 §2.2 lets a
+/// recipient take a bare LF as a line ending or not: hyper does, other
+/// parsers do not, so such a head could be two different requests.
+pub fn check_line_endings(head: &[u8], from: usize) -> Result<(), FramingError> {
+    let bare = memchr::memchr_iter(b'\n', head.get(from..).unwrap_or_default())
+        .any(|i| from + i == 0 || head[from + i - 1] != b'\r');
+    if bare {
+        return Err(FramingError("bare LF line ending"));
     }
     Ok(())
 }
 
-/// `Upgrade: websocket` with `Connection: upgrade` (RFC 6455 §4.1).
-pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
-    headers.get_all(UPGRADE).iter().count() == 1
-        && headers
-            .get(UPGRADE)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
-        && has_token(headers, &http::header::CONNECTION, "upgrade")
+/// Checks what a request asks of the proxy, whatever its HTTP version: no
+/// CONNECT, and no upgrade but a well-formed WebSocket handshake.
+pub fn check_request(
+    version: Version,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<(), FramingError> {
+    if method == Method::CONNECT {
+        return Err(FramingError("CONNECT is not supported"));
+    }
+    if websocket::asks_for_upgrade(headers) {
+        websocket::check_handshake(version, method, headers)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -164,6 +199,38 @@ mod tests {
     }
 
     #[test]
+    fn a_line_ending_without_its_cr_is_refused_wherever_it_is() {
+        let good = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert!(check_line_endings(good, 0).is_ok());
+        assert!(check_line_endings(b"GET / HTTP/1.1\nHost: a\n\n", 0).is_err());
+        assert!(check_line_endings(b"GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n", 0).is_err());
+        assert!(check_line_endings(b"\nGET / HTTP/1.1\r\n", 0).is_err());
+        // The CR before `from` counts; a bare LF before `from` is not looked at.
+        assert!(check_line_endings(good, 15).is_ok());
+        assert!(check_line_endings(b"a\nb\r\n", 2).is_ok());
+        assert!(check_line_endings(b"a\r\nb\n", 3).is_err());
+    }
+
+    #[test]
+    fn content_length_must_be_plain_digits() {
+        assert!(check(1, &[("Host", "a"), ("Content-Length", " 12 ")]).is_ok());
+        for bad in [
+            "5, 5",
+            "+5",
+            "-1",
+            "0x10",
+            "",
+            "5 5",
+            "123456789012345678901",
+        ] {
+            assert!(
+                check(1, &[("Host", "a"), ("Content-Length", bad)]).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn host_must_be_single_and_present_in_http11() {
         assert!(check(1, &[("Host", "a"), ("host", "b")]).is_err());
         assert!(check(1, &[]).is_err());
@@ -172,19 +239,37 @@ mod tests {
 
     #[test]
     fn only_websocket_upgrades_pass() {
+        let v = Version::HTTP_11;
         let mut h = HeaderMap::new();
         h.insert("upgrade", HeaderValue::from_static("h2c"));
         h.insert(
             "connection",
             HeaderValue::from_static("Upgrade, HTTP2-Settings"),
         );
-        assert!(check_request(&Method::GET, &h).is_err());
+        assert!(check_request(v, &Method::GET, &h).is_err());
         h.insert("upgrade", HeaderValue::from_static("websocket"));
         h.insert(
             "connection",
             HeaderValue::from_static("keep-alive, Upgrade"),
         );
-        assert!(check_request(&Method::GET, &h).is_ok());
-        assert!(check_request(&Method::CONNECT, &HeaderMap::new()).is_err());
+        h.insert("sec-websocket-version", HeaderValue::from_static("13"));
+        h.insert(
+            "sec-websocket-key",
+            HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+        );
+        assert!(check_request(v, &Method::GET, &h).is_ok());
+        assert!(check_request(v, &Method::CONNECT, &HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn an_http1_request_without_a_wire_verdict_fails_closed() {
+        let mut req = Request::get("/").body(()).unwrap_or_default();
+        assert!(judge(&mut req).is_err());
+        let mut req = Request::get("/").body(()).unwrap_or_default();
+        req.extensions_mut().insert(WireVerdict(Ok(())));
+        assert!(judge(&mut req).is_ok());
+        let mut req = Request::get("/").body(()).unwrap_or_default();
+        *req.version_mut() = Version::HTTP_2;
+        assert!(judge(&mut req).is_ok());
     }
 }
