@@ -396,6 +396,8 @@ def h2_exchange(port, headers, body):
     except Exception as e:  # the h2 state machine refusing what the server sent
         if result == "-":
             result = f"error:{type(e).__name__}"
+        if os.environ.get("DIFF_DEBUG"):
+            print(f"    h2 client error: {e!r}", file=sys.stderr)
     finally:
         sock.close()
     return [result]
@@ -854,6 +856,9 @@ def judge(variant, lines, statuses):
         if line.get("handler") == "public" and line.get("marker") is not None:
             problems.append(f"the app saw X-Gatekeeper-Captcha={line.get('marker')!r} "
                             f"on an ungated request")
+    if any(s.startswith("error:InvalidBodyLength") for s in statuses):
+        problems.append("gatekeeper's HTTP/2 answer carried more body than its content-length "
+                        "allows (a body in answer to HEAD?)")
     ran = [ln for ln in lines if ln.get("handler") == variant.handler]
     if variant.expect == "pass" and not any(ln.get("marker") == "pass" for ln in ran):
         problems.append(f"control: a valid proof did not reach {variant.handler} with the "
