@@ -335,6 +335,14 @@ def h1_exchange(port, steps, tls=True):
                         break
                     status, _, _, buf = got
                     statuses.append(status)
+                    while status.startswith("1") and status != "101":
+                        # An interim answer: the final one follows.
+                        got = read_response(sock, buf, head, READ_TIMEOUT)
+                        if got is None:
+                            statuses.append("-")
+                            break
+                        status, _, _, buf = got
+                        statuses.append(status)
                     answered += 1
                 if done:
                     break
@@ -477,6 +485,12 @@ class Variant:
         return out, body
 
 
+def chunked(body, size=40):
+    out = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + size]), body[i:i + size])
+                   for i in range(0, len(body), size))
+    return out + b"0\r\n\r\n"
+
+
 def smuggle(vid, carrier_head, carrier_body, hidden_path="/login", eol="\r\n"):
     """A carrier request whose framing hides `POST hidden_path` in its body or after it."""
     hidden = (f"POST {hidden_path} HTTP/1.1{eol}Host: localhost{eol}X-Diff-Variant: {vid}{eol}"
@@ -497,6 +511,12 @@ def variants():
               proof="query", expect="pass", handler="search"))
     V(Variant("control", "POST /api/x + proof", target="/api/x", proof="body", expect="pass",
               handler="api"))
+    V(Variant("control", "POST /login + proof, chunked body", h2=False, expect="pass",
+              handler="login", headers=[("Transfer-Encoding", "chunked")],
+              body=lambda sim: (chunked(urllib.parse.urlencode({**sim.proof(), "user": "alice"})
+                                        .encode()), "application/x-www-form-urlencoded")))
+    V(Variant("control", "POST /login + proof, Expect: 100-continue", proof="body", h2=False,
+              headers=[("Expect", "100-continue")], expect="pass", handler="login"))
     V(Variant("control", "POST /login without proof", expect="none"))
     V(Variant("control", "GET /public reaches the app unmarked", method="GET", target="/public",
               expect="pass-public", handler="public"))
@@ -511,7 +531,8 @@ def variants():
         # of our own
         "/login%2F", "/login%5c", "/%4c%4f%47%49%4e", "/login/./", "/./login/.", "/login//",
         "/login;a=b/", "/x;/../login", "/%2e/login", "/.%2e/login", "/login%3b", "/LOGIN/",
-        "/login\t", "/lo\\gin", "/x/..\\login", "/login%ef%bc%8f",
+        "/login\t", "/lo\\gin", "/x/..\\login", "/login%ef%bc%8f", "/login/%2e",
+        "/api/..%2f..%2flogin", "/login%23x",
     ]
     api_paths = ["/api%2fx", "/api%2Fx", "/API/x", "//api/x", "/api/./x", "/Api/x", "/api/",
                  "/%61pi/x", "/api;x/y", "/x/../api/x", "/api%5cx"]
@@ -532,6 +553,8 @@ def variants():
               h2=False))
     V(Variant("path", "absolute-form POST http://localhost//login", target="http://localhost//login",
               h2=False))
+    V(Variant("path", "absolute-form POST https://x@localhost/login",
+              target="https://x@localhost/login", h2=False))
 
     # Hosts, for the host-bound /admin route.
     for host in ["www.example.com.", "WWW.EXAMPLE.COM", "www.example.com:443",
@@ -583,6 +606,11 @@ def variants():
     V(Variant("method", "POST /search?_method=GET", target="/search?_method=GET"))
     V(Variant("method", "GET /api/x X-HTTP-Method-Override: POST", method="GET",
               target="/api/x", headers=[("X-HTTP-Method-Override", "POST")]))
+    # CGI-style servers (PHP) read `_` and `-` in a header name alike.
+    V(Variant("method", "POST /search X_HTTP_Method_Override: GET", target="/search",
+              headers=[("X_HTTP_Method_Override", "GET")]))
+    V(Variant("method", "GET /login X_HTTP_Method_Override: POST", method="GET",
+              headers=[("X_HTTP_Method_Override", "POST")]))
     V(Variant("method", "GET /login X-HTTP-Method-Override: POST + proof", method="GET",
               headers=[("X-HTTP-Method-Override", "POST")], proof="query"))
 
@@ -689,6 +717,13 @@ def variants():
                       ("send", smuggle(vid, "POST /public HTTP/1.1\r\nHost: localhost\n"
                                             "X-Diff-Variant: {vid}\r\nContent-Length: {hlen}\n"
                                             "Transfer-Encoding: chunked\r\n\r\n", b"0\r\n\r\n")),
+                      ("read", 2, False)]))
+
+        V(Variant("framing", "GET /public and POST /login pipelined in one write", h2=False,
+                  clear=clear, raw=lambda vid, sim, port: [
+                      ("send", f"GET /public HTTP/1.1\r\nHost: localhost\r\nX-Diff-Variant: {vid}"
+                               f"\r\n\r\nPOST /login HTTP/1.1\r\nHost: localhost\r\n"
+                               f"X-Diff-Variant: {vid}\r\nContent-Length: 0\r\n\r\n".encode()),
                       ("read", 2, False)]))
 
     # Hop-by-hop: a client's Connection header must not remove what gatekeeper sets.
