@@ -983,7 +983,11 @@ def run_app(app, gatekeeper, sim, cert, key, args, tally):
         for line in read_log(log):
             by_variant.setdefault(line.get("variant"), []).append(line)
         for vid, variant, proto, statuses in sent:
-            problems = judge(variant, by_variant.pop(vid, []), statuses)
+            lines = by_variant.pop(vid, [])
+            if variant.cls not in ("control", "hop") and any(
+                    ln.get("handler") in PROTECTED and ln.get("marker") == "pass" for ln in lines):
+                tally.marked[app] = tally.marked.get(app, 0) + 1
+            problems = judge(variant, lines, statuses)
             tally.record(app, proto, variant, statuses, problems)
         for vid, lines in by_variant.items():
             problems = [f"handler {ln.get('handler')} ran ({ln.get('method')} {ln.get('path')}, "
@@ -1007,6 +1011,8 @@ class Tally:
     def __init__(self):
         self.passed = self.failed = 0
         self.by_class = {}
+        # Variant spellings (beyond the controls) that reached a handler with a proof, marked.
+        self.marked = {}
 
     def record(self, app, proto, variant, statuses, problems):
         key = (app, variant.cls)
@@ -1053,7 +1059,9 @@ def main():
             run_app(app, gatekeeper, sim, cert, key, args, tally)
             ok = sum(v[0] for k, v in tally.by_class.items() if k[0] == app)
             bad = sum(v[1] for k, v in tally.by_class.items() if k[0] == app)
-            print(f"-- {app}: {ok} passed, {bad} failed in {time.time() - t:.1f}s", flush=True)
+            print(f"-- {app}: {ok} passed, {bad} failed in {time.time() - t:.1f}s; "
+                  f"{tally.marked.get(app, 0)} other spellings reached a handler with a proof, "
+                  f"marked", flush=True)
     finally:
         stop(sim_proc)
         shutil.rmtree(work, ignore_errors=True)
