@@ -227,10 +227,6 @@ key = "{CAPTCHA_KEY}"
 # ---------------------------------------------------------------- wire
 
 
-class Closed(Exception):
-    pass
-
-
 def read_response(sock, buf, head_request, timeout):
     """One response from `sock` as (status, headers, body, rest of buffer), or
     None if the peer closed or said nothing in time."""
@@ -436,11 +432,11 @@ class Variant:
 
     def __init__(self, cls, name, method="POST", target="/login", headers=(), body=b"",
                  host="localhost", proof=None, expect="none", handler=None, h1=True, h2=True,
-                 check=None, raw=None, clear=False, public_spoof=False):
+                 check=None, raw=None, clear=False):
         self.cls, self.name, self.method, self.target = cls, name, method, target
         self.headers, self.body, self.host, self.proof = list(headers), body, host, proof
         self.expect, self.handler, self.h1, self.h2 = expect, handler, h1, h2
-        self.check, self.raw, self.clear, self.public_spoof = check, raw, clear, public_spoof
+        self.check, self.raw, self.clear = check, raw, clear
 
     def materialise(self, sim):
         """(target, headers, body) with a fresh proof where one is wanted."""
