@@ -236,7 +236,8 @@ impl RunningServer {
 
     async fn try_reload(&mut self) -> Result<(), String> {
         let current = self.live.load_full();
-        let config = crate::config::load_file(&current.config.source).map_err(|e| e.to_string())?;
+        let mut config =
+            crate::config::load_file(&current.config.source).map_err(|e| e.to_string())?;
         let old = &current.config;
         if config.replay.store != old.replay.store
             || config.replay.max_entries != old.replay.max_entries
@@ -250,6 +251,9 @@ impl RunningServer {
         }
         if config.server.workers != old.server.workers {
             warn!("server.workers takes effect at the next restart");
+            // The pools are per worker thread: size them for the threads
+            // that run, or two threads would share one pool.
+            config.server.workers = old.server.workers;
         }
         let next = generation(config, &self.shared).map_err(|e| e.to_string())?;
         let hash = next.config.hash.clone();
