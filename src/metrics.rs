@@ -115,7 +115,7 @@ impl Metrics {
         );
         registry.register(
             "gate_decisions",
-            "Gate decisions by route and outcome (pass, fail-open, or the refusal's error code)",
+            "Gate decisions by route and outcome (pass, fail-open, cancelled, or the refusal's error code)",
             m.decisions.clone(),
         );
         registry.register(
