@@ -252,8 +252,9 @@ impl Proxy {
     fn canonical_target<'r, B>(&self, req: &'r mut Request<B>) -> Result<Target<'r>, String> {
         let mut authority = request_authority(req).map_err(str::to_owned)?;
         if let Some(a) = &authority {
-            let host = normal_host(a.host()).ok_or("invalid host")?;
-            if host != a.host() || host.bytes().any(|b| b.is_ascii_uppercase()) {
+            let written = a.host();
+            let host = normal_host(written).ok_or("invalid host")?;
+            if host.len() != written.len() || host.bytes().any(|b| b.is_ascii_uppercase()) {
                 let normal = match a.port() {
                     Some(port) => format!("{}:{port}", host.to_ascii_lowercase()),
                     None => host.to_ascii_lowercase(),
@@ -342,10 +343,11 @@ struct Target<'r> {
 /// mismatch is refused). More than one Host is refused whatever the version.
 fn request_authority<B>(req: &Request<B>) -> Result<Option<Authority>, &'static str> {
     let mut hosts = req.headers().get_all(HOST).iter();
-    if hosts.next().is_some() && hosts.next().is_some() {
+    let host = hosts.next();
+    if hosts.next().is_some() {
         return Err("more than one host header");
     }
-    let from_header = match req.headers().get(HOST) {
+    let from_header = match host {
         Some(v) => Some(
             v.to_str()
                 .ok()

@@ -101,11 +101,17 @@ impl Upstream {
         }
         // The upstream leg is HTTP/1.1 whatever the client spoke.
         *req.version_mut() = Version::HTTP_11;
-        let progress = Arc::new(Progress::default());
         if req.body().is_end_stream() {
-            progress.set(Progress::SENT);
+            // No body to send (GET, HEAD): only the upstream is waited on.
+            let req = req.map(|body| Upload::new(body, self.body_idle_timeout, None));
+            return match tokio::time::timeout(self.timeout, self.pool.send(req)).await {
+                Ok(Ok((resp, lease))) => Ok(resp.map(|body| Streamed::leased(body, lease))),
+                Ok(Err(e)) => Err(UpstreamError::Unreachable(e)),
+                Err(_) => Err(UpstreamError::Timeout(self.timeout)),
+            };
         }
-        let req = req.map(|body| Upload::new(body, self.body_idle_timeout, progress.clone()));
+        let progress = Arc::new(Progress::default());
+        let req = req.map(|body| Upload::new(body, self.body_idle_timeout, Some(progress.clone())));
         let mut send = pin!(self.pool.send(req));
         // The upstream may answer before the body is all sent (a 413, say).
         let sent = async {
@@ -173,21 +179,22 @@ pin_project! {
     pub struct Upload {
         #[pin]
         inner: ProxyBody,
-        #[pin]
-        stall: Sleep,
+        // Armed when hyper first waits on the client after a frame, so time
+        // spent waiting on the upstream (which stops polling) never counts;
+        // made on the first wait, so a body that never waits costs nothing.
+        stall: Option<Pin<Box<Sleep>>>,
         idle: Duration,
-        // Whether the last poll waited on the client (else hyper waited on
-        // the upstream, which the stall clock must not count).
         waiting: bool,
-        progress: Arc<Progress>,
+        // `None` for a body with nothing to send.
+        progress: Option<Arc<Progress>>,
     }
 }
 
 impl Upload {
-    fn new(inner: ProxyBody, idle: Duration, progress: Arc<Progress>) -> Self {
+    fn new(inner: ProxyBody, idle: Duration, progress: Option<Arc<Progress>>) -> Self {
         Self {
             inner,
-            stall: tokio::time::sleep(idle),
+            stall: None,
             idle,
             waiting: false,
             progress,
@@ -204,26 +211,35 @@ impl Body for Upload {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
-        if !*this.waiting
-            && let Some(deadline) = Instant::now().checked_add(*this.idle)
-        {
-            this.stall.as_mut().reset(deadline);
-        }
+        let set = |state| {
+            if let Some(progress) = this.progress.as_ref() {
+                progress.set(state);
+            }
+        };
         match this.inner.as_mut().poll_frame(cx) {
             Poll::Pending => {
-                *this.waiting = true;
-                ready!(this.stall.poll(cx));
-                this.progress.set(Progress::STALLED);
+                if !*this.waiting {
+                    *this.waiting = true;
+                    let deadline = Instant::now()
+                        .checked_add(*this.idle)
+                        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
+                    match this.stall.as_mut() {
+                        Some(stall) => stall.as_mut().reset(deadline),
+                        None => *this.stall = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
+                }
+                if let Some(stall) = this.stall.as_mut() {
+                    ready!(stall.as_mut().poll(cx));
+                }
+                set(Progress::STALLED);
                 Poll::Ready(Some(Err("request body stalled".into())))
             }
             Poll::Ready(frame) => {
                 *this.waiting = false;
                 match &frame {
-                    Some(Err(_)) => this.progress.set(Progress::CLIENT_FAULT),
-                    None => this.progress.set(Progress::SENT),
-                    Some(Ok(_)) if this.inner.is_end_stream() => {
-                        this.progress.set(Progress::SENT);
-                    }
+                    Some(Err(_)) => set(Progress::CLIENT_FAULT),
+                    None => set(Progress::SENT),
+                    Some(Ok(_)) if this.inner.is_end_stream() => set(Progress::SENT),
                     Some(Ok(_)) => {}
                 }
                 Poll::Ready(frame)

@@ -43,7 +43,11 @@ const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// or `upgrade` among the `Connection` tokens. Either is enough for some
 /// server to try, so either must pass `check_handshake`.
 pub fn asks_for_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(UPGRADE) || has_token(headers, &CONNECTION, "upgrade")
+    // Most requests carry neither name: a scan of the names first.
+    headers
+        .keys()
+        .any(|name| name == UPGRADE || name == CONNECTION)
+        && (headers.contains_key(UPGRADE) || has_token(headers, &CONNECTION, "upgrade"))
 }
 
 /// A client's opening handshake as RFC 6455 §4.1 and §4.2.1 require it:

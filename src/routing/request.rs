@@ -34,8 +34,11 @@ pub enum MethodError {
 /// Every method a request could run a handler for.
 #[derive(Debug, Clone)]
 pub struct RequestMethods {
-    /// The request line's method, then the overrides; HEAD brings GET.
-    methods: Vec<Method>,
+    /// The request line's method.
+    method: Method,
+    /// What overrides name (HEAD bringing GET); empty, so unallocated, for
+    /// almost every request.
+    overrides: Vec<Method>,
     /// A form POST, whose body may name any method in `_method`.
     any: bool,
 }
@@ -47,23 +50,30 @@ impl RequestMethods {
         query: Option<&str>,
     ) -> Result<Self, MethodError> {
         let text = method.as_str();
-        if STANDARD
-            .iter()
-            .any(|m| m.eq_ignore_ascii_case(text) && *m != text)
+        if !text.bytes().all(|b| b.is_ascii_uppercase())
+            && STANDARD
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(text) && *m != text)
         {
             return Err(MethodError::NotUpperCase);
         }
-        let mut methods = Vec::with_capacity(2);
-        push(&mut methods, method.clone());
+        let mut overrides = Vec::new();
         let mut offer = |value: &str| {
             // Middleware upper-cases what it reads.
             if let Ok(m) = Method::from_bytes(value.trim().to_ascii_uppercase().as_bytes()) {
-                push(&mut methods, m);
+                if m == Method::HEAD {
+                    overrides.push(Method::GET);
+                }
+                overrides.push(m);
             }
         };
-        for name in &OVERRIDE_HEADERS {
-            for value in headers.get_all(name) {
-                offer(value.to_str().unwrap_or(""));
+        // A scan of the names costs less than a hashed lookup of each
+        // override header, and almost no request has one.
+        if headers.keys().any(|name| OVERRIDE_HEADERS.contains(name)) {
+            for name in &OVERRIDE_HEADERS {
+                for value in headers.get_all(name) {
+                    offer(value.to_str().unwrap_or(""));
+                }
             }
         }
         // `_method` in the query (Rails, Laravel, Express's method-override),
@@ -78,21 +88,19 @@ impl RequestMethods {
             }
         }
         let any = method == Method::POST && headers.get(CONTENT_TYPE).is_some_and(is_form);
-        Ok(Self { methods, any })
+        Ok(Self {
+            method: method.clone(),
+            overrides,
+            any,
+        })
     }
 
     /// Whether `f` holds for a method the request could run a handler for.
-    pub fn any(&self, f: impl FnMut(&Method) -> bool) -> bool {
-        self.any || self.methods.iter().any(f)
-    }
-}
-
-fn push(methods: &mut Vec<Method>, m: Method) {
-    if m == Method::HEAD && !methods.contains(&Method::GET) {
-        methods.push(Method::GET);
-    }
-    if !methods.contains(&m) {
-        methods.push(m);
+    pub fn any(&self, mut f: impl FnMut(&Method) -> bool) -> bool {
+        self.any
+            || f(&self.method)
+            || (self.method == Method::HEAD && f(&Method::GET))
+            || self.overrides.iter().any(f)
     }
 }
 
@@ -130,12 +138,17 @@ mod tests {
             h.append(*n, HeaderValue::from_static(v));
         }
         let m = Method::from_bytes(m.as_bytes()).expect("method");
-        RequestMethods::new(&m, &h, query)
-            .expect("accepted")
-            .methods
-            .iter()
-            .map(ToString::to_string)
-            .collect()
+        let methods = RequestMethods::new(&m, &h, query).expect("accepted");
+        let mut names: Vec<String> = Vec::new();
+        for candidate in [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "PROPFIND", "purge",
+        ] {
+            let candidate = Method::from_bytes(candidate.as_bytes()).expect("method");
+            if methods.any(|m| *m == candidate) {
+                names.push(candidate.to_string());
+            }
+        }
+        names
     }
 
     #[test]

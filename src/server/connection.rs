@@ -38,7 +38,7 @@ use super::inspect::{Inspected, Socket, Verdicts};
 use super::{Live, Shared};
 use crate::config::Limits;
 use crate::metrics::ConnectionLabels;
-use crate::proxy::headers::framing::WireVerdict;
+use crate::proxy::headers::framing::WireRefusal;
 use crate::proxy::websocket::Tunnelling;
 use crate::proxy::{ConnInfo, ProxyBody};
 
@@ -179,11 +179,15 @@ where
             let proxy = live.load().proxy.clone();
             let guard = InFlight::begin(activity.clone());
             if req.version() < http::Version::HTTP_2 {
-                // The handler refuses an HTTP/1 request that has none.
-                if let Some(verdict) = verdicts.next() {
-                    req.extensions_mut().insert(WireVerdict(verdict));
+                // An HTTP/1 request without a verdict is refused like a bad one.
+                if let Some(refusal) = WireRefusal::for_verdict(verdicts.next()) {
+                    req.extensions_mut().insert(refusal);
                 }
-                if req.headers().contains_key(http::header::UPGRADE) {
+                if req
+                    .headers()
+                    .keys()
+                    .any(|name| name == http::header::UPGRADE)
+                {
                     req.extensions_mut().insert(tunnelling.clone());
                 }
             }

@@ -16,21 +16,34 @@ use crate::proxy::websocket;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FramingError(pub &'static str);
 
-/// The wire inspector's verdict on an HTTP/1 request's raw head, carried in
-/// the request's extensions from the connection to the handler.
+/// The wire inspector's refusal of an HTTP/1 request's raw head, carried in
+/// the request's extensions from the connection to the handler. Only a
+/// refusal travels (an extension costs two allocations per request): the
+/// connection attaches one to every HTTP/1 request whose head was refused or
+/// not inspected at all, so no head passes unchecked.
 #[derive(Debug, Clone, Copy)]
-pub struct WireVerdict(pub Result<(), FramingError>);
+pub struct WireRefusal(pub FramingError);
 
-/// The one decision on a request's framing and shape: its wire verdict
-/// (an HTTP/1 request without one is refused: no head may pass unchecked),
-/// then `check_request`.
-pub fn judge<B>(req: &mut Request<B>) -> Result<(), FramingError> {
-    let wire = req.extensions_mut().remove::<WireVerdict>();
-    if req.version() < Version::HTTP_2 {
-        match wire {
-            Some(WireVerdict(verdict)) => verdict?,
-            None => return Err(FramingError("request head not inspected")),
+impl WireRefusal {
+    /// What an HTTP/1 request must carry for the inspector's verdict on its
+    /// head: nothing when it passed, the refusal otherwise, and a refusal
+    /// too when there was no verdict (fail closed).
+    pub fn for_verdict(verdict: Option<Result<(), FramingError>>) -> Option<Self> {
+        match verdict {
+            Some(Ok(())) => None,
+            Some(Err(e)) => Some(Self(e)),
+            None => Some(Self(FramingError("request head not inspected"))),
         }
+    }
+}
+
+/// The one decision on a request's framing and shape: the wire inspector's
+/// refusal, if any, then `check_request`.
+pub fn judge<B>(req: &mut Request<B>) -> Result<(), FramingError> {
+    if req.version() < Version::HTTP_2
+        && let Some(WireRefusal(e)) = req.extensions_mut().remove::<WireRefusal>()
+    {
+        return Err(e);
     }
     check_request(req.version(), req.method(), req.headers())
 }
@@ -263,13 +276,13 @@ mod tests {
 
     #[test]
     fn an_http1_request_without_a_wire_verdict_fails_closed() {
+        assert!(WireRefusal::for_verdict(Some(Ok(()))).is_none());
+        assert!(WireRefusal::for_verdict(None).is_some());
+        let refused = WireRefusal::for_verdict(Some(Err(FramingError("x"))));
         let mut req = Request::get("/").body(()).unwrap_or_default();
-        assert!(judge(&mut req).is_err());
+        req.extensions_mut().insert(refused.expect("a refusal"));
+        assert_eq!(judge(&mut req), Err(FramingError("x")));
         let mut req = Request::get("/").body(()).unwrap_or_default();
-        req.extensions_mut().insert(WireVerdict(Ok(())));
-        assert!(judge(&mut req).is_ok());
-        let mut req = Request::get("/").body(()).unwrap_or_default();
-        *req.version_mut() = Version::HTTP_2;
         assert!(judge(&mut req).is_ok());
     }
 }

@@ -15,14 +15,12 @@ pub const X_GATEKEEPER_CAPTCHA: http::HeaderName =
 /// otherwise state gatekeeper's own headers, or a method override, under a
 /// spelling gatekeeper does not read.
 pub fn drop_underscored(headers: &mut http::HeaderMap) {
-    if !headers.keys().any(|name| name.as_str().contains('_')) {
+    // Names are short: a byte loop beats a substring search.
+    let underscored = |name: &&http::HeaderName| name.as_str().bytes().any(|b| b == b'_');
+    if !headers.keys().any(|name| underscored(&name)) {
         return;
     }
-    let underscored: Vec<http::HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().contains('_'))
-        .cloned()
-        .collect();
+    let underscored: Vec<http::HeaderName> = headers.keys().filter(underscored).cloned().collect();
     for name in underscored {
         headers.remove(name);
     }
