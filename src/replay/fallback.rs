@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::{BoxFuture, Claim, LotKey, LotState, MemoryStore, ReplayStore, StoreError};
 
@@ -44,10 +44,17 @@ impl FallbackStore {
     }
 
     /// Counts and logs a shared-store failure, and says whether to go on locally.
+    /// While the store is known down every request fails over at once: those
+    /// are logged at debug, the outage itself is warned once by the store.
     fn fall_back(&self, op: &'static str, e: &StoreError) -> bool {
         self.errors.inc();
         let local = self.policy == OnStoreError::Local;
-        warn!(op, error = %e, fallback = if local { "local" } else { "deny" }, "replay store unavailable");
+        let fallback = if local { "local" } else { "deny" };
+        if matches!(e, StoreError::Down(_)) {
+            debug!(op, error = %e, fallback, "replay store down");
+        } else {
+            warn!(op, error = %e, fallback, "replay store unavailable");
+        }
         local
     }
 
