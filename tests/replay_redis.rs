@@ -418,3 +418,45 @@ async fn a_redis_outage_with_deny_is_answered_503_at_once_and_redis_back_passes_
         "claims went to Redis after {back:?}"
     );
 }
+
+#[tokio::test]
+async fn outcomes_decided_locally_during_an_outage_reach_redis_when_it_returns_so_other_instances_refuse_them()
+ {
+    let Some(mut redis) = RedisServer::start_owned() else {
+        return;
+    };
+    let f = fleet(&redis, "local").await;
+    let c = client();
+    assert_eq!(
+        post(&c, &f.a, &f.sim.mint(CAPTCHA_ID)).await.0,
+        StatusCode::OK
+    );
+
+    redis.stop();
+    let mut during = Vec::new();
+    for _ in 0..20 {
+        let p = f.sim.mint(CAPTCHA_ID);
+        assert_eq!(post(&c, &f.a, &p).await.0, StatusCode::OK);
+        during.push(p);
+    }
+
+    assert!(redis.restart());
+    // No traffic needed: A finds Redis back and writes what it decided.
+    let started = std::time::Instant::now();
+    for p in &during {
+        while redis.keys(&key_of(&f.prefix, p)).await.is_empty() {
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "outcomes from the outage never reached Redis"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    eprintln!("written back {:?} after Redis returned", started.elapsed());
+    for p in &during {
+        let (status, body) = post(&c, &f.b, p).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert!(body.contains("captcha_replayed"), "{body}");
+    }
+    assert_eq!(f.upstream.count(), 1 + 20, "each proof forwarded once");
+}
