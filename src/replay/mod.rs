@@ -85,6 +85,10 @@ pub enum StoreError {
     Full(usize),
     #[error("replay store unavailable: {0}")]
     Unavailable(String),
+    /// Known unreachable since an earlier failure: refused at once, without
+    /// trying, until a background probe finds it back.
+    #[error("replay store down: {0} (not tried until it answers again)")]
+    Down(String),
 }
 
 /// Where outcomes are remembered. Object-safe so stores can be chosen at run time.

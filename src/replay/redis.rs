@@ -6,26 +6,55 @@
 //! one key, so the store works unchanged on Redis Cluster. The connection
 //! manager multiplexes all requests over one connection and reconnects after
 //! Redis restarts; every command is bounded by `timeout`.
+//!
+//! A breaker keeps an outage cheap: the first command that finds Redis
+//! unreachable (refused, dropped, or no answer within `timeout`) marks it
+//! down, and from then on every command fails at once with
+//! [`StoreError::Down`] instead of waiting for the connection manager's
+//! reconnect, so the `on_store_error` policy decides in microseconds. A
+//! background probe sends `PING` every [`PROBE_INTERVAL`]; the first answer
+//! closes the breaker, so claims go to Redis again well within a second of
+//! it returning. A Redis that answers with an error (a full or read-only
+//! server) is reachable: its errors fail the command but do not open the
+//! breaker.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisError, Value};
+use tokio::runtime::Handle;
+use tracing::{info, warn};
 
 use super::{BoxFuture, Claim, LotKey, LotState, ReplayStore, StoreError};
 
+/// How often a down Redis is asked whether it is back.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(200);
+
 pub struct RedisStore {
-    conn: ConnectionManager,
+    inner: Arc<Inner>,
     prefix: String,
     ttl_ms: u64,
+}
+
+/// What the probe shares with the store; the probe holds it weakly and ends
+/// when the store is dropped.
+struct Inner {
+    conn: ConnectionManager,
     timeout: Duration,
     /// The URL without credentials, for messages.
     display: String,
+    /// The breaker: set while Redis is known unreachable.
+    down: AtomicBool,
+    /// Where the probe runs: the runtime the store was built on, which lives
+    /// as long as the server (a request's worker runtime may not).
+    runtime: Option<Handle>,
 }
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RedisStore({})", self.display)
+        write!(f, "RedisStore({})", self.inner.display)
     }
 }
 
@@ -48,12 +77,21 @@ impl RedisStore {
         let conn = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(Self {
-            conn,
+            inner: Arc::new(Inner {
+                conn,
+                timeout,
+                display,
+                down: AtomicBool::new(false),
+                runtime: Handle::try_current().ok(),
+            }),
             prefix: prefix.to_owned(),
             ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1),
-            timeout,
-            display,
         })
+    }
+
+    /// Whether the breaker is open (Redis known unreachable).
+    pub fn is_down(&self) -> bool {
+        self.inner.down.load(Ordering::Acquire)
     }
 
     fn key(&self, lot: LotKey) -> String {
@@ -61,14 +99,17 @@ impl RedisStore {
     }
 
     async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
-        let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(unavailable(&self.display, &e)),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "{}: no answer within {:?}",
-                self.display, self.timeout
-            ))),
+        let inner = &self.inner;
+        if inner.down.load(Ordering::Acquire) {
+            return Err(StoreError::Down(inner.display.clone()));
+        }
+        match inner.query(cmd).await {
+            Ok(v) => Ok(v),
+            Err(Failure::Unreachable(message)) => {
+                Inner::trip(&self.inner, &message);
+                Err(StoreError::Unavailable(message))
+            }
+            Err(Failure::Refused(message)) => Err(StoreError::Unavailable(message)),
         }
     }
 
@@ -124,8 +165,73 @@ impl ReplayStore for RedisStore {
     }
 }
 
-fn unavailable(display: &str, e: &RedisError) -> StoreError {
-    StoreError::Unavailable(format!("{display}: {e}"))
+/// Why a command failed.
+enum Failure {
+    /// No connection, a dropped one, or no answer in time: open the breaker.
+    Unreachable(String),
+    /// Redis answered with an error: it is up.
+    Refused(String),
+}
+
+impl Inner {
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Failure> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) if unreachable(&e) => {
+                Err(Failure::Unreachable(format!("{}: {e}", self.display)))
+            }
+            Ok(Err(e)) => Err(Failure::Refused(format!("{}: {e}", self.display))),
+            Err(_) => Err(Failure::Unreachable(format!(
+                "{}: no answer within {:?}",
+                self.display, self.timeout
+            ))),
+        }
+    }
+
+    /// Opens the breaker; the caller that opens it starts the probe.
+    fn trip(this: &Arc<Self>, why: &str) {
+        if this.down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        warn!(error = %why, "replay store unreachable: failing at once until it answers again");
+        let probe = Self::probe(Arc::downgrade(this));
+        match this.runtime.as_ref() {
+            Some(runtime) => drop(runtime.spawn(probe)),
+            None => drop(tokio::spawn(probe)),
+        }
+    }
+
+    /// Pings until Redis answers, then closes the breaker. A second ping right
+    /// after a failed one waits for the reconnect the first one started, so
+    /// each round is one fresh connection attempt.
+    async fn probe(this: Weak<Self>) {
+        let since = Instant::now();
+        loop {
+            tokio::time::sleep(PROBE_INTERVAL).await;
+            let Some(inner) = this.upgrade() else { return };
+            let ping = redis::cmd("PING");
+            let mut up = inner.query::<Value>(&ping).await.is_ok();
+            if !up {
+                up = inner.query::<Value>(&ping).await.is_ok();
+            }
+            if up {
+                inner.down.store(false, Ordering::Release);
+                info!(
+                    store = %inner.display,
+                    down_ms = since.elapsed().as_millis() as u64,
+                    "replay store reachable again"
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// Errors that say Redis cannot be reached (as opposed to a reply that is an
+/// error, which proves it can).
+fn unreachable(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error()
 }
 
 /// `redis://user:secret@host:6379/0` → `redis://host:6379/0`.
