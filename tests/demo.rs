@@ -50,12 +50,17 @@ async fn the_demo_pages_are_a_real_geetest_integration_served_through_gatekeeper
         "initGeetest4",
         "appendTo",
         "showCaptcha",
-        "onReady",
-        "onSuccess",
-        "onError",
-        "onClose",
+        "showBox",
         "getValidate",
         "reset",
+        "destroy",
+        "Ready",
+        "NextReady",
+        "Success",
+        "Fail",
+        "Error",
+        "Close",
+        "BoxShow",
     ] {
         assert!(widget.contains(api), "the stand-in widget lacks {api}");
     }
