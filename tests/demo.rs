@@ -50,15 +50,25 @@ async fn the_demo_pages_are_a_real_geetest_integration_served_through_gatekeeper
         "initGeetest4",
         "appendTo",
         "showCaptcha",
-        "onReady",
-        "onSuccess",
-        "onError",
-        "onClose",
+        "showBox",
         "getValidate",
         "reset",
+        "destroy",
+        "Ready",
+        "NextReady",
+        "Success",
+        "Fail",
+        "Error",
+        "Close",
+        "BoxShow",
     ] {
         assert!(widget.contains(api), "the stand-in widget lacks {api}");
     }
+    // Issue 19: a page without a form has no #captcha, so it must not load
+    // the widget (appendTo threw in the console).
+    let not_found = get(demo.http_port, "/no-such-page").await;
+    assert!(status_line(&not_found).contains("404"), "{not_found}");
+    assert!(!not_found.contains("gt4.js") && !not_found.contains("initGeetest4"));
 }
 
 #[tokio::test]
@@ -122,4 +132,85 @@ async fn a_minted_proof_logs_in_once_and_the_app_never_sees_the_captcha() {
         status_line(&unsolved).contains("403") && unsolved.contains("captcha_required"),
         "{unsolved}"
     );
+}
+
+/// The demo's stdout up to its last line, read while it runs.
+fn demo_output(https_port: u16, http_port: u16) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
+        .args([
+            "demo",
+            "--https-port",
+            &https_port.to_string(),
+            "--http-port",
+            &http_port.to_string(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut printed = String::new();
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.starts_with("Ctrl-C stops the demo.") {
+            break;
+        }
+    }
+    (child, printed)
+}
+
+/// Issue 19: the printed round trip failed with `captcha_malformed` (Python's
+/// `print()` added a newline to the last field).
+#[test]
+fn the_printed_curl_round_trip_logs_in_when_pasted_into_a_shell() {
+    for tool in ["curl", "python3"] {
+        let found = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            eprintln!("SKIPPED: needs {tool}");
+            assert!(std::env::var_os("CI").is_none(), "CI must run this test");
+            return;
+        }
+    }
+    let (mut child, printed) = demo_output(free_port(), free_port());
+    // The command as printed: from its first line to the first line that does
+    // not continue with a backslash.
+    let mut lines = printed
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("curl "));
+    let mut command = String::new();
+    for line in lines.by_ref() {
+        command.push_str(line);
+        command.push('\n');
+        if !line.ends_with('\\') {
+            break;
+        }
+    }
+    assert!(
+        command.contains("/_sim/mint"),
+        "no round trip in:\n{printed}"
+    );
+    let run = std::process::Command::new("sh")
+        .args(["-c", &command])
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let answer = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{command}\n{answer}");
+    assert!(
+        answer.contains("No captcha field reached the app."),
+        "{command}\n{answer}"
+    );
+    assert!(
+        answer.contains("<pre id=\"body\">user=alice</pre>"),
+        "{command}\n{answer}"
+    );
+    // The "received" page has no #captcha, so it must not load the widget.
+    assert!(!answer.contains("gt4.js"), "{answer}");
 }

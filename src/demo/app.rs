@@ -42,12 +42,22 @@ async fn handle(
     }
     Ok(match (req.method().clone(), path.as_str()) {
         (Method::GET, "/") => html(INDEX.to_owned()),
-        (Method::GET, "/login") => html(page("Log in", LOGIN_FORM)),
-        (Method::GET, "/comment") => html(page("Leave a comment", COMMENT_FORM)),
-        (Method::GET, "/api") => html(page("Call the JSON API", API_FORM)),
+        // Browsers ask for it on every page; a 404 would be a console error.
+        (Method::GET, "/favicon.ico") => {
+            let mut resp = Response::new(Full::new(Bytes::new()));
+            *resp.status_mut() = StatusCode::NO_CONTENT;
+            resp
+        }
+        (Method::GET, "/login") => html(page("Log in", LOGIN_FORM, Widget::Yes)),
+        (Method::GET, "/comment") => html(page("Leave a comment", COMMENT_FORM, Widget::Yes)),
+        (Method::GET, "/api") => html(page("Call the JSON API", API_FORM, Widget::Yes)),
         (Method::POST, "/login" | "/comment") => {
             let received = Received::read(req).await;
-            html(page("What the legacy app received", &received.render()))
+            html(page(
+                "What the legacy app received",
+                &received.render(),
+                Widget::No,
+            ))
         }
         (Method::POST, "/api/echo") => {
             let received = Received::read(req).await;
@@ -69,6 +79,7 @@ async fn handle(
             let mut resp = html(page(
                 "Not found",
                 "<p>No such page. <a href=\"/\">Back</a></p>",
+                Widget::No,
             ));
             *resp.status_mut() = StatusCode::NOT_FOUND;
             resp
@@ -158,18 +169,35 @@ fn html(body: String) -> Response<Full<Bytes>> {
     resp
 }
 
-fn page(title: &str, content: &str) -> String {
+/// Whether a page carries the captcha: only the forms do (the widget needs
+/// their `#captcha` container).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Widget {
+    Yes,
+    No,
+}
+
+fn page(title: &str, content: &str, widget: Widget) -> String {
+    let (script, setup) = match widget {
+        Widget::Yes => (
+            "<!-- GeeTest's widget. For production: https://static.geetest.com/v4/gt4.js -->\n\
+             <script src=\"/gt4.js\"></script>\n",
+            WIDGET_SETUP,
+        ),
+        Widget::No => ("", ""),
+    };
     format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\n{STYLE}\n\
-         <!-- GeeTest's widget. For production: https://static.geetest.com/v4/gt4.js -->\n\
-         <script src=\"/gt4.js\"></script>\n</head><body><h1>{title}</h1>\n{content}\n{WIDGET_SETUP}</body></html>\n"
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title}</title>\n{STYLE}\n\
+         {script}</head><body><h1>{title}</h1>\n{content}\n{setup}</body></html>\n"
     )
     .replace("CAPTCHA_ID", DEMO_CAPTCHA_ID)
 }
 
 const STYLE: &str = "<style>body{font:15px system-ui,sans-serif;max-width:46rem;margin:2rem auto;color:#223}\
 label{display:block;margin:.5rem 0}input[type=text],input[type=password],textarea{display:block;width:20rem}\
-#captcha{margin:1rem 0}table{border-collapse:collapse}th,td{text-align:left;padding:2px 8px;border-bottom:1px solid #eee;font-size:13px}\
+#captcha{margin:1rem 0}table{border-collapse:collapse;width:100%;table-layout:fixed}\
+th,td{text-align:left;vertical-align:top;padding:2px 8px;border-bottom:1px solid #eee;font-size:13px;overflow-wrap:anywhere}th{width:13rem}\
 pre{background:#f4f6f8;padding:.6rem;white-space:pre-wrap;word-break:break-all}.ok{color:#17702e;font-weight:600}.bad{color:#b3261e;font-weight:600}</style>";
 
 const INDEX: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Legacy app</title></head>\

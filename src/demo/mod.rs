@@ -67,12 +67,22 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     println!("  {https}/comment   a comment form with a file (multipart/form-data)");
     println!("  {https}/api       a JSON API call (application/json)\n");
     println!("Or from a terminal: mint a proof and log in with it.");
-    println!(
-        "  curl -s -X POST {http}/_sim/mint?captcha_id={DEMO_CAPTCHA_ID} \\\n    | python3 -c 'import json,sys,urllib.parse; print(urllib.parse.urlencode(json.load(sys.stdin)))' \\\n    | curl -s {http}/login --data-binary @- --data 'user=alice' -H 'content-type: application/x-www-form-urlencoded'\n"
-    );
+    println!("{}\n", curl_round_trip(&http));
     println!("Ctrl-C stops the demo.");
     server.run_until_signal().await;
     Ok(())
+}
+
+/// The printed terminal round trip. It must work when pasted into any POSIX
+/// shell: the URL is quoted (zsh globs a bare `?`), and the form is written
+/// without a trailing newline (`print()` would add one to the last field,
+/// which gatekeeper then refuses as malformed).
+fn curl_round_trip(http: &str) -> String {
+    format!(
+        "  curl -s -X POST '{http}/_sim/mint?captcha_id={DEMO_CAPTCHA_ID}' \\\n    \
+         | python3 -c 'import json,sys,urllib.parse; sys.stdout.write(urllib.parse.urlencode(json.load(sys.stdin)))' \\\n    \
+         | curl -s '{http}/login' --data-binary @- --data 'user=alice' -H 'content-type: application/x-www-form-urlencoded'"
+    )
 }
 
 fn config_text(args: &DemoArgs, app: SocketAddr, sim: SocketAddr) -> String {
