@@ -47,7 +47,9 @@ impl FallbackStore {
     fn fall_back(&self, op: &'static str, e: &StoreError) -> bool {
         self.errors.inc();
         let local = self.policy == OnStoreError::Local;
-        warn!(op, error = %e, fallback = if local { "local" } else { "deny" }, "replay store unavailable");
+        crate::logging::throttled!(
+            warn!(op, error = %e, fallback = if local { "local" } else { "deny" }, "replay store unavailable")
+        );
         local
     }
 
