@@ -509,3 +509,64 @@ async fn a_burst_of_requests_to_a_down_upstream_logs_a_few_lines_and_counts_the_
     assert_eq!(request_lines as u64, sent);
     process.terminate();
 }
+
+#[tokio::test]
+async fn sighups_under_gated_load_open_no_new_validate_connections() {
+    let upstream = Upstream::start().await;
+    let sim = Arc::new(Sim::start().await);
+    let m = managed(&upstream, &sim, "[[route]]\npath = \"/login\"\n");
+    let client = plain();
+    let login = format!("http://127.0.0.1:{}/login", m.port);
+    let gated = {
+        let (client, sim) = (client.clone(), sim.clone());
+        move || {
+            let req = http::Request::post(login.as_str())
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Full::new(Bytes::from(sim.mint(CAPTCHA_ID).form())))
+                .unwrap();
+            let client = client.clone();
+            async move { client.request(req).await.map(|r| r.status()) }
+        }
+    };
+    for _ in 0..5 {
+        assert_eq!(gated().await.unwrap(), StatusCode::OK);
+    }
+    let before = sim.sim.stats().connections;
+
+    // Light load, one request at a time, while the file is reloaded.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                statuses.push(gated().await.map_err(|e| e.to_string()));
+            }
+            statuses
+        })
+    };
+    let original = std::fs::read_to_string(&m.path).unwrap();
+    for i in 1..=5 {
+        // A change elsewhere in the file: a new route.
+        let text = format!("{original}\n[[route]]\npath = \"/other{i}\"\n");
+        std::fs::write(&m.path, text).unwrap();
+        signal(m.process.pid(), "-HUP");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while m.process.logs().matches("configuration reloaded").count() < i {
+            assert!(Instant::now() < deadline, "reload {i} never finished");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let statuses = load.await.unwrap();
+    assert!(statuses.len() > 10, "the load ran ({})", statuses.len());
+    for status in statuses {
+        assert_eq!(status.expect("no request failed"), StatusCode::OK);
+    }
+    assert_eq!(
+        sim.sim.stats().connections,
+        before,
+        "a reload opened new validate connections"
+    );
+}
