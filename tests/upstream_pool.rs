@@ -359,3 +359,46 @@ async fn a_reload_with_a_new_upstream_url_sends_to_the_new_upstream_and_lets_the
     assert_eq!(proxied.validate_connections(), validate_before + 1);
     proxied.shutdown().await;
 }
+
+#[tokio::test]
+async fn reloads_keep_the_redis_connection_of_the_replay_store() {
+    let Some(redis) = RedisServer::start_owned() else {
+        return;
+    };
+    let watcher = redis::Client::open(redis.url()).unwrap();
+    let mut watch = watcher.get_multiplexed_async_connection().await.unwrap();
+    let extra = format!(
+        "{GATED}\n[replay]\nstore = \"{}\"\ntimeout = \"1s\"\n",
+        redis.url()
+    );
+    let mut proxied = Proxied::start(false, &extra).await;
+    let upstream = proxied.upstream.addr;
+    assert_eq!(proxied.gated().await, StatusCode::OK);
+    let received = async |conn: &mut redis::aio::MultiplexedConnection| -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("stats")
+            .query_async(conn)
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("INFO stats counts connections")
+    };
+    let before = received(&mut watch).await;
+    for i in 0..3 {
+        proxied
+            .reload(
+                upstream,
+                &format!("{extra}\n[[route]]\npath = \"/other{i}\"\n"),
+            )
+            .await;
+        assert_eq!(proxied.gated().await, StatusCode::OK);
+    }
+    assert_eq!(
+        received(&mut watch).await,
+        before,
+        "a reload opened a new Redis connection"
+    );
+    proxied.shutdown().await;
+}
