@@ -26,6 +26,7 @@ pub mod config;
 pub mod demo;
 pub mod gate;
 pub mod geetest;
+pub mod logging;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;

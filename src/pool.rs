@@ -9,8 +9,15 @@
 //! used idle connection of its worker (or opens one), and whoever reads the
 //! response body gives the connection back when the body has ended (see
 //! [`Lease`]).
+//!
+//! A configuration reload builds new clients, but their pools need not be
+//! new: while [`Reuse::scope`] runs, a pool for the same server with the same
+//! settings as a pool still alive takes that pool's connections over, so a
+//! reload that changes nothing about a server opens no connection to it.
 
-use std::collections::VecDeque;
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -29,6 +36,11 @@ use crate::server::workers::PerWorker;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub struct Pool<B> {
+    /// Shared with the pools that reuse it (see [`Reuse`]).
+    inner: Arc<Inner<B>>,
+}
+
+struct Inner<B> {
     /// One stack per worker thread (see `server::workers`): a connection's
     /// task runs on the worker that opened it, and only that worker uses it.
     stacks: PerWorker<Arc<IdleStack<B>>>,
@@ -41,7 +53,75 @@ pub struct Pool<B> {
 
 impl<B> std::fmt::Debug for Pool<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Pool({})", self.target)
+        write!(f, "Pool({})", self.inner.target)
+    }
+}
+
+/// What makes two pools interchangeable: the server, the settings its
+/// connections are made and kept with, and the body type they carry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    body: TypeId,
+    target: Uri,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    workers: usize,
+}
+
+/// The live pools of one running server, by settings, for a reload to take
+/// over. Holds them weakly: a pool the running configuration no longer uses
+/// closes with the last request that used it.
+#[derive(Debug, Default)]
+pub struct Reuse {
+    pools: Mutex<HashMap<Key, Weak<dyn Any + Send + Sync>>>,
+}
+
+thread_local! {
+    /// The registry that pools made on this thread join; `None` outside
+    /// [`Reuse::scope`].
+    static SCOPE: RefCell<Option<Arc<Reuse>>> = const { RefCell::new(None) };
+}
+
+/// Puts the previous scope back, even if building panicked.
+struct ScopeGuard(Option<Arc<Reuse>>);
+
+impl Drop for ScopeGuard {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        SCOPE.with(|s| *s.borrow_mut() = previous);
+    }
+}
+
+impl Reuse {
+    /// Runs `build`; every [`Pool::new`] it calls on this thread takes over
+    /// the live pool with the same [`Key`] if there is one, and is offered
+    /// to later scopes otherwise.
+    pub fn scope<T>(self: &Arc<Self>, build: impl FnOnce() -> T) -> T {
+        let previous = SCOPE.with(|s| s.borrow_mut().replace(self.clone()));
+        let _guard = ScopeGuard(previous);
+        build()
+    }
+
+    /// The live pool for `key`, or the one `make` makes, registered.
+    fn get_or_make<B: Send + 'static>(
+        &self,
+        key: Key,
+        make: impl FnOnce() -> Inner<B>,
+    ) -> Arc<Inner<B>> {
+        let Ok(mut pools) = self.pools.lock() else {
+            return Arc::new(make());
+        };
+        if let Some(live) = pools.get(&key).and_then(Weak::upgrade)
+            && let Ok(inner) = live.downcast::<Inner<B>>()
+        {
+            tracing::debug!(server = %key.target, "reload keeps the pooled connections");
+            return inner;
+        }
+        pools.retain(|_, pool| pool.strong_count() > 0);
+        let inner = Arc::new(make());
+        let shared: Arc<dyn Any + Send + Sync> = inner.clone();
+        pools.insert(key, Arc::downgrade(&shared));
+        inner
     }
 }
 
@@ -81,10 +161,11 @@ where
     B::Error: Into<BoxError>,
 {
     /// A pool for the server `server` names (its scheme and authority; any
-    /// path is the requests' business).
+    /// path is the requests' business), connecting within `connect_timeout`.
+    /// Inside [`Reuse::scope`], the live pool with the same settings if any.
     pub fn new(
-        connector: HttpsConnector<HttpConnector>,
         server: &Uri,
+        connect_timeout: Duration,
         idle_timeout: Duration,
         workers: usize,
     ) -> Self {
@@ -99,7 +180,14 @@ where
             .unwrap_or_else(|_| server.clone());
         let host = HeaderValue::from_str(authority)
             .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
-        Self {
+        let key = Key {
+            body: TypeId::of::<B>(),
+            target: target.clone(),
+            connect_timeout,
+            idle_timeout,
+            workers,
+        };
+        let make = || Inner {
             stacks: PerWorker::new(workers, || {
                 Arc::new(IdleStack {
                     idle: Mutex::new(VecDeque::new()),
@@ -107,10 +195,15 @@ where
                     sweeping: AtomicBool::new(false),
                 })
             }),
-            connector,
+            connector: crate::server::tls::client_connector(connect_timeout),
             target,
             host,
-        }
+        };
+        let inner = match SCOPE.with(|s| s.borrow().clone()) {
+            Some(reuse) => reuse.get_or_make(key, make),
+            None => Arc::new(make()),
+        };
+        Self { inner }
     }
 
     /// Sends `req` (origin-form; given the server's Host if it has none) on an
@@ -124,8 +217,8 @@ where
     ) -> Result<(Response<Incoming>, Option<Lease<B>>), BoxError> {
         req.headers_mut()
             .entry(HOST)
-            .or_insert_with(|| self.host.clone());
-        let stack = self.stacks.get();
+            .or_insert_with(|| self.inner.host.clone());
+        let stack = self.inner.stacks.get();
         let (resp, sender) = loop {
             let Some(mut sender) = stack.take() else {
                 // Boxed: connecting is rare, and its state would otherwise make
@@ -155,9 +248,9 @@ where
     async fn connect(&self, stack: &Arc<IdleStack<B>>) -> Result<SendRequest<B>, BoxError> {
         // Only a stack that has had a connection has anything to sweep.
         stack.start_sweeping();
-        let mut connector = self.connector.clone();
+        let mut connector = self.inner.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx)).await?;
-        let io = connector.call(self.target.clone()).await?;
+        let io = connector.call(self.inner.target.clone()).await?;
         let (sender, conn) = http1::Builder::new().handshake(io).await?;
         // On this worker, like the client connection that asked for it.
         tokio::spawn(async move {

@@ -431,3 +431,142 @@ async fn sigterm_lets_a_slow_request_finish_then_exits_0() {
         .unwrap();
     assert!(exit.success(), "exit status {exit:?}");
 }
+
+#[tokio::test]
+async fn a_burst_of_requests_to_a_down_upstream_logs_a_few_lines_and_counts_the_rest() {
+    let certs = TestCerts::new();
+    let sim = Sim::start().await;
+    // Nothing listens there: every request is a 502.
+    let dead = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let port = free_port();
+    let path = certs.dir.path().join("gatekeeper.toml");
+    let text = config_text(&certs, dead, &sim.url(), "").replace(
+        "http = \"127.0.0.1:0\"",
+        &format!("http = \"127.0.0.1:{port}\""),
+    );
+    std::fs::write(&path, text).unwrap();
+    let process = Process::spawn(&path, port, &[]);
+    let client = plain();
+    let url = format!("http://127.0.0.1:{port}/down");
+
+    let started = Instant::now();
+    let mut burst = Vec::new();
+    for _ in 0..8 {
+        let (client, url) = (client.clone(), url.clone());
+        burst.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for _ in 0..50 {
+                statuses.push(get(&client, &url).await.unwrap().0);
+            }
+            statuses
+        }));
+    }
+    let mut sent = 0;
+    for task in burst {
+        for status in task.await.unwrap() {
+            assert_eq!(status, StatusCode::BAD_GATEWAY);
+            sent += 1;
+        }
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    // The count of the last interval's repeats comes at its end.
+    wait_for_log(&process.log_path, "repeats of a warning were suppressed").await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let logs = process.logs();
+
+    let mentions: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("upstream unreachable"))
+        .collect();
+    let reports = mentions
+        .iter()
+        .filter(|l| l.contains("repeats of a warning were suppressed"))
+        .count();
+    let logged = mentions.len() - reports;
+    let counted: u64 = mentions
+        .iter()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once("suppressed=")?;
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    // At most one line a second, and one count a second.
+    assert!(
+        logged as u64 <= seconds + 1 && reports as u64 <= seconds + 1,
+        "{logged} lines and {reports} counts for {sent} failures in {seconds}s:\n{logs}"
+    );
+    assert!(reports >= 1, "{logs}");
+    assert_eq!(
+        logged as u64 + counted,
+        sent,
+        "every failure is logged or counted:\n{logs}"
+    );
+    // The per-request lines stay, one per request.
+    let request_lines = logs.lines().filter(|l| l.contains("status=502")).count();
+    assert_eq!(request_lines as u64, sent);
+    process.terminate();
+}
+
+#[tokio::test]
+async fn sighups_under_gated_load_open_no_new_validate_connections() {
+    let upstream = Upstream::start().await;
+    let sim = Arc::new(Sim::start().await);
+    let m = managed(&upstream, &sim, "[[route]]\npath = \"/login\"\n");
+    let client = plain();
+    let login = format!("http://127.0.0.1:{}/login", m.port);
+    let gated = {
+        let (client, sim) = (client.clone(), sim.clone());
+        move || {
+            let req = http::Request::post(login.as_str())
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Full::new(Bytes::from(sim.mint(CAPTCHA_ID).form())))
+                .unwrap();
+            let client = client.clone();
+            async move { client.request(req).await.map(|r| r.status()) }
+        }
+    };
+    for _ in 0..5 {
+        assert_eq!(gated().await.unwrap(), StatusCode::OK);
+    }
+    let before = sim.sim.stats().connections;
+
+    // Light load, one request at a time, while the file is reloaded.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                statuses.push(gated().await.map_err(|e| e.to_string()));
+            }
+            statuses
+        })
+    };
+    let original = std::fs::read_to_string(&m.path).unwrap();
+    for i in 1..=5 {
+        // A change elsewhere in the file: a new route.
+        let text = format!("{original}\n[[route]]\npath = \"/other{i}\"\n");
+        std::fs::write(&m.path, text).unwrap();
+        signal(m.process.pid(), "-HUP");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while m.process.logs().matches("configuration reloaded").count() < i {
+            assert!(Instant::now() < deadline, "reload {i} never finished");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let statuses = load.await.unwrap();
+    assert!(statuses.len() > 10, "the load ran ({})", statuses.len());
+    for status in statuses {
+        assert_eq!(status.expect("no request failed"), StatusCode::OK);
+    }
+    assert_eq!(
+        sim.sim.stats().connections,
+        before,
+        "a reload opened new validate connections"
+    );
+}

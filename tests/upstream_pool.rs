@@ -114,8 +114,8 @@ struct Proxied {
     upstream: RawUpstream,
     server: gatekeeper::server::RunningServer,
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    _certs: TestCerts,
-    _sim: Sim,
+    certs: TestCerts,
+    sim: Sim,
 }
 
 impl Proxied {
@@ -138,9 +138,48 @@ impl Proxied {
             upstream,
             server,
             sender,
-            _certs: certs,
-            _sim: sim,
+            certs,
+            sim,
         }
+    }
+
+    /// Rewrites the configuration file for `upstream` with `extra`, and
+    /// reloads it.
+    async fn reload(&mut self, upstream: SocketAddr, extra: &str) {
+        self.reload_edited(upstream, extra, |t| t).await;
+    }
+
+    /// As `reload`, with the file's text passed through `edit`.
+    async fn reload_edited(
+        &mut self,
+        upstream: SocketAddr,
+        extra: &str,
+        edit: impl Fn(String) -> String,
+    ) {
+        let text = edit(config_text(&self.certs, upstream, &self.sim.url(), extra));
+        // The listeners' configured addresses (port 0) are unchanged: they
+        // stay open, and the client stays connected.
+        std::fs::write(self.certs.dir.path().join("gatekeeper.toml"), text).unwrap();
+        self.server.reload().await.expect("the reload succeeds");
+    }
+
+    /// A gated POST with a fresh proof; the answer's status.
+    async fn gated(&mut self) -> StatusCode {
+        let form = self.sim.mint(CAPTCHA_ID).form();
+        self.sender.ready().await.unwrap();
+        let req = Request::post("/login")
+            .header("host", "localhost")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(form)))
+            .unwrap();
+        let resp = self.sender.send_request(req).await.unwrap();
+        let status = resp.status();
+        resp.into_body().collect().await.unwrap();
+        status
+    }
+
+    fn validate_connections(&self) -> u64 {
+        self.sim.sim.stats().connections
     }
 
     async fn shutdown(self) {
@@ -241,5 +280,125 @@ async fn an_idle_upstream_connection_is_closed_after_the_idle_timeout() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    proxied.shutdown().await;
+}
+
+const GATED: &str = "[[route]]\npath = \"/login\"\n";
+
+#[tokio::test]
+async fn reloads_that_leave_upstream_and_geetest_settings_alone_open_no_new_connections() {
+    let mut proxied = Proxied::start(false, GATED).await;
+    let upstream = proxied.upstream.addr;
+    assert_eq!(proxied.gated().await, StatusCode::OK);
+    assert_eq!(get(&mut proxied.sender, "/").await.0, StatusCode::OK);
+    let (upstream_before, validate_before) =
+        (proxied.upstream.accepted(), proxied.validate_connections());
+    assert_eq!((upstream_before, validate_before), (1, 1));
+
+    // Routes, limits and timeouts elsewhere change; the upstream's and
+    // GeeTest's connection settings do not.
+    for i in 0..5 {
+        let extra = format!(
+            "{GATED}\n[[route]]\npath = \"/other{i}\"\n\n[limits]\nmax_body = \"{}KiB\"\n",
+            64 + i
+        );
+        proxied.reload(upstream, &extra).await;
+        for _ in 0..3 {
+            assert_eq!(proxied.gated().await, StatusCode::OK);
+            assert_eq!(get(&mut proxied.sender, "/").await.0, StatusCode::OK);
+        }
+    }
+    assert_eq!(
+        proxied.upstream.accepted(),
+        upstream_before,
+        "a reload opened new upstream connections"
+    );
+    assert_eq!(
+        proxied.validate_connections(),
+        validate_before,
+        "a reload opened new validate connections"
+    );
+    assert_eq!(proxied.upstream.closed_by_gatekeeper(), 0);
+    proxied.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reload_with_a_new_upstream_url_sends_to_the_new_upstream_and_lets_the_old_pool_go() {
+    let mut proxied = Proxied::start(false, GATED).await;
+    assert_eq!(get(&mut proxied.sender, "/").await.0, StatusCode::OK);
+    assert_eq!(proxied.upstream.accepted(), 1);
+
+    let moved = RawUpstream::start(false).await;
+    proxied.reload(moved.addr, GATED).await;
+    for _ in 0..3 {
+        assert_eq!(get(&mut proxied.sender, "/").await.0, StatusCode::OK);
+        assert_eq!(proxied.gated().await, StatusCode::OK);
+    }
+    assert_eq!(moved.accepted(), 1, "the new upstream is used, pooled");
+    assert_eq!(proxied.upstream.accepted(), 1);
+    // The old generation is gone with its pool: its connection closes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while proxied.upstream.closed_by_gatekeeper() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the old upstream's pooled connection stayed open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A changed GeeTest timeout makes a new validate pool.
+    let validate_before = proxied.validate_connections();
+    proxied
+        .reload_edited(moved.addr, GATED, |t| {
+            t.replace(
+                "timeout = \"1s\"\n\n[captcha",
+                "timeout = \"2s\"\n\n[captcha",
+            )
+        })
+        .await;
+    assert_eq!(proxied.gated().await, StatusCode::OK);
+    assert_eq!(proxied.validate_connections(), validate_before + 1);
+    proxied.shutdown().await;
+}
+
+#[tokio::test]
+async fn reloads_keep_the_redis_connection_of_the_replay_store() {
+    let Some(redis) = RedisServer::start_owned() else {
+        return;
+    };
+    let watcher = redis::Client::open(redis.url()).unwrap();
+    let mut watch = watcher.get_multiplexed_async_connection().await.unwrap();
+    let extra = format!(
+        "{GATED}\n[replay]\nstore = \"{}\"\ntimeout = \"1s\"\n",
+        redis.url()
+    );
+    let mut proxied = Proxied::start(false, &extra).await;
+    let upstream = proxied.upstream.addr;
+    assert_eq!(proxied.gated().await, StatusCode::OK);
+    let received = async |conn: &mut redis::aio::MultiplexedConnection| -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("stats")
+            .query_async(conn)
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("INFO stats counts connections")
+    };
+    let before = received(&mut watch).await;
+    for i in 0..3 {
+        proxied
+            .reload(
+                upstream,
+                &format!("{extra}\n[[route]]\npath = \"/other{i}\"\n"),
+            )
+            .await;
+        assert_eq!(proxied.gated().await, StatusCode::OK);
+    }
+    assert_eq!(
+        received(&mut watch).await,
+        before,
+        "a reload opened a new Redis connection"
+    );
     proxied.shutdown().await;
 }

@@ -383,7 +383,9 @@ impl Validation {
                 ));
             }
             Err(e) => {
-                warn!(error = %e, full = matches!(e, StoreError::Full(_)), "replay store cannot take a claim");
+                crate::logging::throttled!(
+                    warn!(error = %e, full = matches!(e, StoreError::Full(_)), "replay store cannot take a claim")
+                );
                 return refused(unavailable("verification is temporarily unavailable"));
             }
         }
@@ -408,7 +410,9 @@ impl Validation {
             ),
             Ok(Verdict::Error { code, msg }) => {
                 // A malformed request, possibly attacker-made: a deny, never fail-open.
-                warn!(route = %self.route, code = %code, msg = %msg, "GeeTest refused the validate request");
+                crate::logging::throttled!(
+                    warn!(route = %self.route, code = %code, msg = %msg, "GeeTest refused the validate request")
+                );
                 let reason = format!("GeeTest error {code}: {msg}");
                 (
                     Settle::Record(LotState::Failed),
@@ -424,7 +428,9 @@ impl Validation {
                     .validate_failures
                     .get_or_create(&KindLabels { kind: e.kind() })
                     .inc();
-                warn!(route = %self.route, error = %e, "GeeTest validate API unreachable");
+                crate::logging::throttled!(
+                    warn!(route = %self.route, error = %e, "GeeTest validate API unreachable")
+                );
                 match self.on_error {
                     OnError::Allow => (Settle::Record(LotState::FailOpen), Ok("fail-open")),
                     // The proof was never judged: let the person retry it.
@@ -452,7 +458,9 @@ impl Validation {
             // A failed record only weakens replay memory for this lot; the decision stands.
             Settle::Record(state) => {
                 if let Err(e) = self.store.record(self.lot, state).await {
-                    warn!(error = %e, "could not record captcha outcome");
+                    crate::logging::throttled!(
+                        warn!(error = %e, "could not record captcha outcome")
+                    );
                 }
             }
             Settle::Release => self.release().await,
@@ -461,7 +469,7 @@ impl Validation {
 
     async fn release(&self) {
         if let Err(e) = self.store.release(self.lot).await {
-            warn!(error = %e, "could not release captcha claim");
+            crate::logging::throttled!(warn!(error = %e, "could not release captcha claim"));
         }
     }
 

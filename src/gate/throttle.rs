@@ -82,10 +82,10 @@ impl Throttle {
             }
             Entry::Vacant(e) => {
                 if self.len.load(Ordering::Relaxed) >= self.max_clients {
-                    warn!(
+                    crate::logging::throttled!(warn!(
                         max_clients = self.max_clients,
                         "throttle table full: new clients are not tracked"
-                    );
+                    ));
                     return;
                 }
                 self.len.fetch_add(1, Ordering::Relaxed);

@@ -98,12 +98,7 @@ impl ValidateClient {
             .iter()
             .map(|uri| Server {
                 path: format!("{}/validate", uri.path().trim_end_matches('/')),
-                pool: Pool::new(
-                    crate::server::tls::client_connector(timeout),
-                    uri,
-                    IDLE_CONNECTION_TIMEOUT,
-                    workers,
-                ),
+                pool: Pool::new(uri, timeout, IDLE_CONNECTION_TIMEOUT, workers),
                 breaker: Breaker::new(failures, cooldown),
             })
             .collect();

@@ -387,7 +387,7 @@ fn upstream_failure(e: UpstreamError, route: Option<&Route>) -> Response<ProxyBo
     let route = route.map(|r| r.origin.as_str()).unwrap_or("-");
     match e {
         UpstreamError::Timeout(_) => {
-            warn!(route, error = %e, "upstream timeout");
+            crate::logging::throttled!(warn!(route, error = %e, "upstream timeout"));
             json_error(
                 StatusCode::GATEWAY_TIMEOUT,
                 "upstream_timeout",
@@ -395,7 +395,7 @@ fn upstream_failure(e: UpstreamError, route: Option<&Route>) -> Response<ProxyBo
             )
         }
         UpstreamError::Unreachable(_) => {
-            warn!(route, error = %e, "upstream unreachable");
+            crate::logging::throttled!(warn!(route, error = %e, "upstream unreachable"));
             json_error(
                 StatusCode::BAD_GATEWAY,
                 "upstream_unavailable",

@@ -75,9 +75,8 @@ impl Upstream {
         body_idle_timeout: Duration,
         workers: usize,
     ) -> Self {
-        let connector = crate::server::tls::client_connector(config.connect_timeout);
         Self {
-            pool: Pool::new(connector, &config.url, pool_idle, workers),
+            pool: Pool::new(&config.url, config.connect_timeout, pool_idle, workers),
             timeout: config.timeout,
             body_idle_timeout,
         }

@@ -138,7 +138,7 @@ impl Inner {
         if matches!(e, StoreError::Down(_)) {
             debug!(op, error = %e, fallback, "replay store down");
         } else {
-            warn!(op, error = %e, fallback, "replay store unavailable");
+            crate::logging::throttled!(warn!(op, error = %e, fallback, "replay store unavailable"));
         }
         local
     }

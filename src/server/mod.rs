@@ -1,10 +1,12 @@
 //! Listeners and the lifetime of a running gatekeeper: start, reload, drain.
 //!
-//! What lives as long as the process (metrics, the replay store, readiness) is
-//! in [`Shared`]. What a reload replaces (config, proxy, TLS certificate) is a
-//! [`Generation`] behind an `ArcSwap`: each new connection and each new request
-//! reads the current one, and a request in flight keeps the one it started
-//! with. `max_connections` is one semaphore over the public listeners; a
+//! What lives as long as the process (metrics, the replay store and its
+//! Redis connection, readiness) is in [`Shared`]. What a reload replaces
+//! (config, proxy, TLS certificate) is a [`Generation`] behind an `ArcSwap`:
+//! each new connection and each new request reads the current one, and a
+//! request in flight keeps the one it started with. A new generation's
+//! upstream and validate clients take over the old one's pooled connections
+//! when their settings did not change ([`Reuse`]). `max_connections` is one semaphore over the public listeners; a
 //! permit is taken before `accept`, so excess clients wait in the kernel's
 //! backlog instead of costing memory here.
 
@@ -29,6 +31,7 @@ use tracing::{error, info, warn};
 use crate::config::{Config, ReplayStoreKind};
 use crate::gate::Gate;
 use crate::metrics::{Metrics, ResultLabels};
+use crate::pool::Reuse;
 use crate::proxy::Proxy;
 use crate::replay::{FallbackStore, MemoryStore, RedisStore, ReplayStore};
 use listener::{Listener, Role};
@@ -56,6 +59,8 @@ pub struct Shared {
     pub store: Arc<dyn ReplayStore>,
     /// This instance's memory store (the store itself, or Redis's fallback).
     pub local_store: Arc<MemoryStore>,
+    /// The live connection pools, for a reload to take over.
+    pub pools: Arc<Reuse>,
     ready: AtomicBool,
 }
 
@@ -122,8 +127,10 @@ fn generation(config: Config, shared: &Shared) -> Result<Generation, StartError>
         Some(files) => Some(tls::server_config(&files.cert, &files.key).map_err(StartError::Tls)?),
         None => None,
     };
-    let gate = Gate::new(&config, shared.store.clone(), shared.metrics.clone());
-    let proxy = Arc::new(Proxy::new(&config, gate, shared.metrics.clone()));
+    let proxy = shared.pools.scope(|| {
+        let gate = Gate::new(&config, shared.store.clone(), shared.metrics.clone());
+        Arc::new(Proxy::new(&config, gate, shared.metrics.clone()))
+    });
     Ok(Generation {
         config: Arc::new(config),
         proxy,
@@ -139,6 +146,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         metrics,
         store,
         local_store,
+        pools: Arc::new(Reuse::default()),
         ready: AtomicBool::new(false),
     });
     let max_connections = u32::try_from(config.limits.max_connections).unwrap_or(u32::MAX);
