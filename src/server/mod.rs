@@ -28,6 +28,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, ReplayStoreKind};
 use crate::gate::Gate;
+use crate::gate::admission::Admission;
 use crate::metrics::{Metrics, ResultLabels};
 use crate::proxy::Proxy;
 use crate::replay::{FallbackStore, MemoryStore, RedisStore, ReplayStore};
@@ -56,6 +57,8 @@ pub struct Shared {
     pub store: Arc<dyn ReplayStore>,
     /// This instance's memory store (the store itself, or Redis's fallback).
     pub local_store: Arc<MemoryStore>,
+    /// The body budget and per-address counts; a reload changes only their limits.
+    pub admission: Arc<Admission>,
     ready: AtomicBool,
 }
 
@@ -135,10 +138,15 @@ fn generation(config: Config, shared: &Shared) -> Result<Generation, StartError>
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let metrics = Arc::new(Metrics::new());
     let (store, local_store) = build_store(&config, &metrics)?;
+    let admission = Arc::new(Admission::new(
+        &config.limits,
+        metrics.buffered_body_bytes.clone(),
+    ));
     let shared = Arc::new(Shared {
         metrics,
         store,
         local_store,
+        admission,
         ready: AtomicBool::new(false),
     });
     let max_connections = u32::try_from(config.limits.max_connections).unwrap_or(u32::MAX);
@@ -263,6 +271,9 @@ impl RunningServer {
             self.live.store(previous);
             return Err(e.to_string());
         }
+        self.shared
+            .admission
+            .configure(&self.live.load().config.limits);
         self.shared.metrics.set_config_hash(&hash);
         Ok(())
     }
