@@ -774,3 +774,80 @@ async fn behind_a_trusted_proxy_the_gated_limit_counts_each_forwarded_client() {
     drop(held);
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn at_most_four_streams_of_one_http2_connection_buffer_a_gated_body_at_once() {
+    use futures_util::StreamExt;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let env = Env::start(&format!(
+        "{ROUTES}\n[limits]\nheader_read_timeout = \"5s\"\n"
+    ))
+    .await;
+    const DECLARED: usize = 200 * 1024;
+    // Each buffering body reserves what Content-Length declares beyond its free 16 KiB.
+    const RESERVED: u64 = (DECLARED - 16 * 1024) as u64;
+    let h2_connection = || async {
+        let tcp = tokio::net::TcpStream::connect(env.http).await.unwrap();
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .unwrap();
+        (sender, tokio::spawn(conn))
+    };
+    let stalled = |sender: &hyper::client::conn::http2::SendRequest<_>| {
+        let mut sender = sender.clone();
+        tokio::spawn(async move {
+            let frames = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+                Frame::data(Bytes::from(vec![b'a'; 1024])),
+            )])
+            .chain(futures_util::stream::pending());
+            let req = Request::post("http://a/login")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("content-length", DECLARED)
+                .body(StreamBody::new(frames))
+                .unwrap();
+            let _ = sender.send_request(req).await;
+        })
+    };
+    let buffered = || async {
+        let metrics = raw_exchange(
+            env.admin,
+            b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(2),
+        )
+        .await;
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("gatekeeper_buffered_body_bytes ")?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    let (one, one_conn) = h2_connection().await;
+    let streams: Vec<_> = (0..6).map(|_| stalled(&one)).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        buffered().await,
+        4 * RESERVED,
+        "six streams, four buffering"
+    );
+    // Another connection has places of its own.
+    let (two, two_conn) = h2_connection().await;
+    let other = stalled(&two);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(buffered().await, 5 * RESERVED);
+    for task in streams.into_iter().chain([other]) {
+        task.abort();
+    }
+    one_conn.abort();
+    two_conn.abort();
+    drop((one, two));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(buffered().await, 0, "reservations outlived their streams");
+    env.shutdown().await;
+}
