@@ -47,7 +47,7 @@ fn defaults_apply_to_a_minimal_file() {
     assert_eq!(c.limits.max_connections, 10_000);
     assert_eq!(c.limits.max_buffered_bodies, 256 * 1024 * 1024);
     assert_eq!(c.limits.max_connections_per_address, 1000);
-    assert_eq!(c.limits.max_gated_per_address, 64);
+    assert_eq!(c.limits.max_gated_per_address, 128);
     assert_eq!(
         c.server.workers,
         std::thread::available_parallelism().unwrap().get(),

@@ -522,7 +522,9 @@ impl Loader<'_, '_> {
             max_gated_per_address: self.positive(
                 raw.max_gated_per_address.as_ref(),
                 "limits.max_gated_per_address",
-                64,
+                // Half the default budget at the default max_body: one
+                // address cannot hold all of it.
+                128,
             ),
         }
     }
