@@ -25,7 +25,8 @@ use crate::config::Limits;
 /// The first bytes of each gated body that are not charged to the budget.
 pub const FREE_PER_BODY: u64 = 16 * 1024;
 
-/// How many streams of one connection may buffer a gated body at a time.
+/// How many streams of one connection may hold a gated body at a time (from
+/// its first byte read until the upstream is done with it).
 /// The others wait (within the body timeout): unread, their data stays in
 /// HTTP/2's receive window, which bounds it per connection, and a browser
 /// sending several forms at once is not refused.

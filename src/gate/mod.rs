@@ -3,8 +3,8 @@
 //! In order, and stopping at the first refusal: take the client address's
 //! place for a gated request and the connection's place for a buffered body
 //! (`admission`), read the body (bounded in size and time, and reserved from
-//! the process-wide body budget), extract the five fields (`fields`), check their shapes and the
-//! token's age locally, claim the lot_number in the replay store, ask GeeTest,
+//! the process-wide body budget), extract the five fields (`fields`), check
+//! their shapes and the token's age locally, claim the lot_number in the replay store, ask GeeTest,
 //! record the outcome, and hand on the request with the captcha fields removed.
 //! `reject` renders refusals. Nothing refused ever reaches the upstream.
 //! From the claim on, the work runs on a task of its own (`Validation`), so a
@@ -27,7 +27,7 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tracing::{info, warn};
 
 use crate::config::{Captcha, Config, OnError, Route};
@@ -52,8 +52,8 @@ struct Seen {
 /// An admitted request's stripped body and query, and the verdict to mark it with.
 struct Admitted {
     body: Bytes,
-    /// The body's bytes against the budget, held until the upstream is done with them.
-    reservation: Option<Reservation>,
+    /// The body's places, held until the upstream is done with its bytes.
+    held: Held,
     query: Option<String>,
     verdict: &'static str,
 }
@@ -161,7 +161,7 @@ impl Gate {
             Some(a) => Some(a.shared.gated.enter(client).ok_or_else(too_many_gated)?),
             None => None,
         };
-        let (body, reservation) = self.read_body(parts, body, admission).await?;
+        let (body, held) = self.read_body(parts, body, admission).await?;
         let format = body_format(parts.headers.get(CONTENT_TYPE), body.is_empty())
             .map_err(field_rejection)?;
         let fields::Extraction {
@@ -208,7 +208,7 @@ impl Gate {
         seen.validate_ms = settled.validate_ms;
         settled.result.map(|verdict| Admitted {
             body,
-            reservation,
+            held,
             query,
             verdict,
         })
@@ -224,7 +224,7 @@ impl Gate {
         parts: &Parts,
         body: Incoming,
         admission: Option<&ConnAdmission>,
-    ) -> Result<(Bytes, Option<Reservation>), Rejection> {
+    ) -> Result<(Bytes, Held), Rejection> {
         let too_large = || {
             Rejection::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -248,7 +248,7 @@ impl Gate {
             return Err(too_large());
         }
         let deadline = tokio::time::Instant::now() + self.body_timeout;
-        let _buffering = match admission {
+        let place = match admission {
             Some(a) => {
                 match tokio::time::timeout_at(deadline, a.bodies.clone().acquire_owned()).await {
                     Ok(Ok(place)) => Some(place),
@@ -302,7 +302,7 @@ impl Gate {
             Ok(buf.freeze())
         };
         match tokio::time::timeout_at(deadline, read).await {
-            Ok(Ok(bytes)) => Ok((bytes, reservation)),
+            Ok(Ok(bytes)) => Ok((bytes, Held { reservation, place })),
             Ok(Err(rejection)) => Err(rejection),
             Err(_) => Err(timed_out()),
         }
@@ -619,25 +619,29 @@ fn too_many_gated() -> Rejection {
     }
 }
 
-/// The forwarded body's bytes, holding their reservation until the upstream
-/// is done with them (the last reference drops).
-fn holding(body: Bytes, reservation: Option<Reservation>) -> Bytes {
-    struct Held {
+/// What a buffered body holds while its bytes exist: its reservation from
+/// the budget, and its connection's place to buffer one (see `admission`).
+struct Held {
+    reservation: Option<Reservation>,
+    place: Option<OwnedSemaphorePermit>,
+}
+
+/// The forwarded body's bytes, holding their places until the upstream is
+/// done with them (the last reference drops).
+fn holding(body: Bytes, held: Held) -> Bytes {
+    struct Owner {
         body: Bytes,
-        _reservation: Reservation,
+        _held: Held,
     }
-    impl AsRef<[u8]> for Held {
+    impl AsRef<[u8]> for Owner {
         fn as_ref(&self) -> &[u8] {
             &self.body
         }
     }
-    match reservation {
-        Some(r) if r.bytes() > 0 => Bytes::from_owner(Held {
-            body,
-            _reservation: r,
-        }),
-        _ => body,
+    if held.reservation.is_none() && held.place.is_none() {
+        return body;
     }
+    Bytes::from_owner(Owner { body, _held: held })
 }
 
 fn unavailable(reason: &str) -> Rejection {
@@ -653,7 +657,7 @@ fn forwardable(
     mut parts: Parts,
     Admitted {
         body,
-        reservation,
+        held,
         query,
         verdict,
     }: Admitted,
@@ -681,5 +685,5 @@ fn forwardable(
     parts
         .headers
         .insert(X_GATEKEEPER_CAPTCHA, HeaderValue::from_static(verdict));
-    Request::from_parts(parts, full(holding(body, reservation)))
+    Request::from_parts(parts, full(holding(body, held)))
 }
