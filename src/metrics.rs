@@ -18,6 +18,8 @@
 //! | `gatekeeper_tls_handshake_failures_total` | counter | |
 //! | `gatekeeper_config_reloads_total` | counter | result |
 //! | `gatekeeper_config_info` | gauge (1) | hash |
+//! | `gatekeeper_buffered_body_bytes` | gauge | |
+//! | `gatekeeper_connections_refused_total` | counter | kind |
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -80,6 +82,9 @@ pub struct Metrics {
     pub tls_handshake_failures: Counter,
     pub reloads: Family<ResultLabels, Counter>,
     pub config_info: Family<HashLabels, Gauge>,
+    /// Bytes of gated bodies reserved from `limits.max_buffered_bodies`.
+    pub buffered_body_bytes: Gauge,
+    pub connections_refused: Family<KindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -106,6 +111,8 @@ impl Metrics {
             tls_handshake_failures: Counter::default(),
             reloads: Family::default(),
             config_info: Family::default(),
+            buffered_body_bytes: Gauge::default(),
+            connections_refused: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -167,6 +174,16 @@ impl Metrics {
             "config_info",
             "The loaded configuration's hash (value 1)",
             m.config_info.clone(),
+        );
+        registry.register(
+            "buffered_body_bytes",
+            "Bytes of gated request bodies held against limits.max_buffered_bodies",
+            m.buffered_body_bytes.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed at accept, by kind (per_address)",
+            m.connections_refused.clone(),
         );
         Self { registry, ..m }
     }
@@ -254,6 +271,11 @@ mod tests {
             .get_or_create(&ResultLabels { result: "success" })
             .inc();
         m.set_config_hash("abc");
+        m.connections_refused
+            .get_or_create(&KindLabels {
+                kind: "per_address",
+            })
+            .inc();
         let text = m.render();
         assert!(
             text.contains(r#"gatekeeper_requests_total{route="-",method="OTHER",status="200"} 1"#),
@@ -274,6 +296,8 @@ mod tests {
             "tls_handshake_failures",
             "config_reloads",
             "config_info",
+            "buffered_body_bytes",
+            "connections_refused",
         ] {
             assert!(
                 text.contains(&format!("# HELP gatekeeper_{name}")),

@@ -45,6 +45,9 @@ fn defaults_apply_to_a_minimal_file() {
     .unwrap();
     assert_eq!(c.limits.max_body, 1024 * 1024);
     assert_eq!(c.limits.max_connections, 10_000);
+    assert_eq!(c.limits.max_buffered_bodies, 256 * 1024 * 1024);
+    assert_eq!(c.limits.max_connections_per_address, 1000);
+    assert_eq!(c.limits.max_gated_per_address, 128);
     assert_eq!(
         c.server.workers,
         std::thread::available_parallelism().unwrap().get(),
@@ -615,6 +618,41 @@ fn sizes_counts_and_rates_name_their_bound() {
     )
     .unwrap();
     assert_eq!(c.limits.max_body, 1 << 30, "the bound itself is accepted");
+}
+
+#[test]
+fn a_per_address_connection_limit_above_max_connections_is_refused_at_its_line() {
+    let msg = only(&minimal(
+        "[limits]
+max_connections = 50
+max_connections_per_address = 51
+",
+    ));
+    assert!(
+        msg.starts_with("12:31: limits.max_connections_per_address = 51 is more than limits.max_connections = 50"),
+        "{msg}"
+    );
+    // The default follows max_connections: a tenth, at least 100, at most all.
+    let c = parse_str(
+        &minimal(
+            "[limits]
+max_connections = 50
+",
+        ),
+        Path::new("gk.toml"),
+    )
+    .unwrap();
+    assert_eq!(c.limits.max_connections_per_address, 50);
+    let c = parse_str(
+        &minimal(
+            "[limits]
+max_connections = 5000
+",
+        ),
+        Path::new("gk.toml"),
+    )
+    .unwrap();
+    assert_eq!(c.limits.max_connections_per_address, 500);
 }
 
 /// Regression: with no replay.ttl written, a long max_token_age was refused

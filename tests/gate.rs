@@ -616,3 +616,241 @@ async fn bodies_an_application_could_read_differently_are_refused_before_geetest
     assert_eq!(env.upstream.count(), 1);
     env.shutdown().await;
 }
+
+// ---------------------------------------------------------------- issue 16: what the gate may hold
+
+/// Starts a gated form post of `declared` bytes, sends `sent` of them and
+/// stalls, holding the connection open.
+async fn stalled_post(
+    addr: std::net::SocketAddr,
+    declared: usize,
+    sent: usize,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /login HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {declared}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&vec![b'a'; sent]).await.unwrap();
+    s
+}
+
+/// A form post with a valid proof, padded to about `size` bytes.
+fn padded_form(p: &ProofFields, size: usize) -> String {
+    let form = p.form();
+    let pad = size.saturating_sub(form.len() + 5);
+    format!("{form}&pad={}", "x".repeat(pad))
+}
+
+#[tokio::test]
+async fn a_gated_body_beyond_the_body_budget_is_refused_at_once_and_a_small_form_still_passes() {
+    let env = Env::start(&format!(
+        "{ROUTES}\n[limits]\nmax_buffered_bodies = \"64KiB\"\nheader_read_timeout = \"5s\"\n"
+    ))
+    .await;
+    // Holds 60 KiB - 16 KiB (the free allowance) = 44 KiB of the budget.
+    let held = stalled_post(env.http, 60 * 1024, 1024).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = env.client(false);
+    // Owes 40 - 16 = 24 KiB: over the 20 KiB left, refused by Content-Length.
+    let started = std::time::Instant::now();
+    let big = padded_form(&env.sim.mint(CAPTCHA_ID), 40 * 1024);
+    // HTTP/2: an answer before the body is sent is still read (over HTTP/1
+    // the client may see the closed connection first).
+    let answer = env
+        .client(true)
+        .post_form(&env.https_url("/login"), big)
+        .await;
+    assert_refused(
+        &answer,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "body_budget_exhausted",
+    );
+    assert!(answer.headers.contains_key("retry-after"), "no Retry-After");
+    assert!(started.elapsed() < Duration::from_secs(2), "not at once");
+    // A login form fits in its free allowance, whatever the budget holds.
+    let small = padded_form(&env.sim.mint(CAPTCHA_ID), 2 * 1024);
+    let answer = client.post_form(&env.https_url("/login"), small).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    // The stalled body's reservation comes back when its client goes.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let big = padded_form(&env.sim.mint(CAPTCHA_ID), 40 * 1024);
+    let answer = client.post_form(&env.https_url("/login"), big).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert_eq!(env.upstream.count(), 2);
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_chunked_gated_body_is_refused_when_its_bytes_outgrow_the_budget() {
+    use tokio::io::AsyncWriteExt;
+    let env = Env::start(&format!(
+        "{ROUTES}\n[limits]\nmax_buffered_bodies = \"32KiB\"\n"
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(env.http).await.unwrap();
+    s.write_all(b"POST /login HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").await.unwrap();
+    // 64 KiB in 4 KiB chunks: past 16 KiB free + 32 KiB of budget.
+    let chunk = format!("1000\r\n{}\r\n", "a".repeat(4096));
+    for _ in 0..16 {
+        if s.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let _ = s.write_all(b"0\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut s, &mut answer),
+    )
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("body_budget_exhausted"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after"),
+        "{answer}"
+    );
+    assert_eq!(env.upstream.count(), 0);
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn gated_requests_in_flight_beyond_the_per_address_limit_get_429_with_retry_after() {
+    let env = Env::start(&format!(
+        "{ROUTES}\n[limits]\nmax_gated_per_address = 2\nheader_read_timeout = \"5s\"\n"
+    ))
+    .await;
+    let first = stalled_post(env.http, 1000, 10).await;
+    let second = stalled_post(env.http, 1000, 10).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = env.client(false);
+    let answer = client
+        .post_form(&env.https_url("/login"), env.sim.mint(CAPTCHA_ID).form())
+        .await;
+    assert_refused(&answer, StatusCode::TOO_MANY_REQUESTS, "too_many_gated");
+    assert_eq!(answer.headers["retry-after"], "1");
+    // Ungated requests are not counted.
+    assert_eq!(
+        client.get(&env.https_url("/open")).await.status,
+        StatusCode::OK
+    );
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let answer = client
+        .post_form(&env.https_url("/login"), env.sim.mint(CAPTCHA_ID).form())
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    drop(second);
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_gated_limit_counts_each_forwarded_client() {
+    let env = Env::start_trusting(
+        "127.0.0.0/8",
+        &format!("{ROUTES}\n[limits]\nmax_gated_per_address = 1\nheader_read_timeout = \"5s\"\n"),
+    )
+    .await;
+    use tokio::io::AsyncWriteExt;
+    let mut held = tokio::net::TcpStream::connect(env.http).await.unwrap();
+    held.write_all(b"POST /login HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 198.51.100.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\nlot").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let post = |xff: &'static str, form: String| {
+        Request::post(env.http_url("/login"))
+            .header("x-forwarded-for", xff)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(form)))
+            .unwrap()
+    };
+    let client = env.client(false);
+    let same = client
+        .send(post("198.51.100.1", env.sim.mint(CAPTCHA_ID).form()))
+        .await;
+    assert_refused(&same, StatusCode::TOO_MANY_REQUESTS, "too_many_gated");
+    let other = client
+        .send(post("198.51.100.2", env.sim.mint(CAPTCHA_ID).form()))
+        .await;
+    assert_eq!(other.status, StatusCode::OK, "{}", other.text());
+    drop(held);
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn at_most_four_streams_of_one_http2_connection_buffer_a_gated_body_at_once() {
+    use futures_util::StreamExt;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let env = Env::start(&format!(
+        "{ROUTES}\n[limits]\nheader_read_timeout = \"5s\"\n"
+    ))
+    .await;
+    const DECLARED: usize = 200 * 1024;
+    // Each buffering body reserves what Content-Length declares beyond its free 16 KiB.
+    const RESERVED: u64 = (DECLARED - 16 * 1024) as u64;
+    let h2_connection = || async {
+        let tcp = tokio::net::TcpStream::connect(env.http).await.unwrap();
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .unwrap();
+        (sender, tokio::spawn(conn))
+    };
+    let stalled = |sender: &hyper::client::conn::http2::SendRequest<_>| {
+        let mut sender = sender.clone();
+        tokio::spawn(async move {
+            let frames = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+                Frame::data(Bytes::from(vec![b'a'; 1024])),
+            )])
+            .chain(futures_util::stream::pending());
+            let req = Request::post("http://a/login")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("content-length", DECLARED)
+                .body(StreamBody::new(frames))
+                .unwrap();
+            let _ = sender.send_request(req).await;
+        })
+    };
+    let buffered = || async {
+        let metrics = raw_exchange(
+            env.admin,
+            b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(2),
+        )
+        .await;
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("gatekeeper_buffered_body_bytes ")?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    let (one, one_conn) = h2_connection().await;
+    let streams: Vec<_> = (0..6).map(|_| stalled(&one)).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        buffered().await,
+        4 * RESERVED,
+        "six streams, four buffering"
+    );
+    // Another connection has places of its own.
+    let (two, two_conn) = h2_connection().await;
+    let other = stalled(&two);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(buffered().await, 5 * RESERVED);
+    for task in streams.into_iter().chain([other]) {
+        task.abort();
+    }
+    one_conn.abort();
+    two_conn.abort();
+    drop((one, two));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(buffered().await, 0, "reservations outlived their streams");
+    env.shutdown().await;
+}

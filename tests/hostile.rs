@@ -267,3 +267,413 @@ async fn an_open_websocket_tunnel_is_closed_on_shutdown_rather_than_holding_it_u
     let end = tokio::time::timeout(Duration::from_secs(2), ws.next()).await;
     assert!(end.is_ok(), "the tunnel outlived the shutdown");
 }
+
+// ---------------------------------------------------------------- issue 16: per-address limits, body budget
+
+/// A connection from `source` (any 127.x.y.z on Linux).
+async fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
+}
+
+#[tokio::test]
+async fn connections_beyond_the_per_address_limit_are_closed_at_accept_and_others_are_served() {
+    let env = Env::start("[limits]\nmax_connections_per_address = 2\n").await;
+    let abuser: std::net::IpAddr = [127, 0, 0, 2].into();
+    let request = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = connect_from(abuser, env.http).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut buf = [0u8; 1024];
+        assert!(s.read(&mut buf).await.unwrap() > 0);
+        held.push(s);
+    }
+    let mut third = connect_from(abuser, env.http).await.unwrap();
+    let _ = third.write_all(request).await;
+    let (closed, answer) = closed_within(&mut third, Duration::from_secs(2)).await;
+    assert!(
+        closed && answer.is_empty(),
+        "a third connection was served: {answer}"
+    );
+    // Another address is not limited by this one.
+    let mut other = connect_from([127, 0, 0, 3].into(), env.http).await.unwrap();
+    other.write_all(request).await.unwrap();
+    let mut buf = [0u8; 1024];
+    let n = other.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let metrics = raw_exchange(
+        env.admin,
+        b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(
+        metrics.contains(r#"gatekeeper_connections_refused_total{kind="per_address"} 1"#),
+        "{metrics}"
+    );
+    // A place freed is a place again.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut again = connect_from(abuser, env.http).await.unwrap();
+    again.write_all(request).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(2), again.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_is_exempt_from_the_per_address_connection_limit() {
+    let env = Env::start_trusting(
+        "127.0.0.5/32",
+        "[limits]\nmax_connections_per_address = 1\n",
+    )
+    .await;
+    let proxy: std::net::IpAddr = [127, 0, 0, 5].into();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = connect_from(proxy, env.http).await.unwrap();
+        s.write_all(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+            .await
+            .expect("the trusted proxy's connection is served")
+            .unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(s);
+    }
+    env.shutdown().await;
+}
+
+/// The hostile load of issue 16, against the real binary: `max_connections`
+/// 200, `max_body` 256 KiB, a body budget of 8 MiB. Every attacker sends 95%
+/// of `max_body` to a gated route and stalls (reconnecting when refused);
+/// a normal client keeps sending gated and ungated requests meanwhile.
+mod body_memory {
+    use super::*;
+    use std::convert::Infallible;
+    use std::net::IpAddr;
+    use std::time::Instant;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full, StreamBody};
+    use hyper::body::Frame;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    const MAX_BODY: usize = 256 * 1024;
+    const STALL: usize = MAX_BODY * 95 / 100;
+    const BUDGET_KB: u64 = 8 * 1024;
+    const H1_CONNECTIONS: usize = 180;
+    const H2_CONNECTIONS: usize = 10;
+    const H2_STREAMS: usize = 100;
+    const ATTACK: Duration = Duration::from_secs(4);
+
+    pub struct Target {
+        pub process: Process,
+        pub port: u16,
+        pub admin: u16,
+        pub sim: Sim,
+        _upstream: Upstream,
+        _certs: TestCerts,
+    }
+
+    pub async fn start(limits: &str) -> Target {
+        let certs = TestCerts::new();
+        let upstream = Upstream::start().await;
+        let sim = Sim::start().await;
+        let (port, admin) = (free_port(), free_port());
+        let extra = format!(
+            "[[route]]\npath = \"/login\"\n\n[limits]\nmax_connections = 200\nmax_body = \"256KiB\"\nmax_buffered_bodies = \"8MiB\"\nheader_read_timeout = \"6s\"\n{limits}"
+        );
+        let text = config_text(&certs, upstream.addr, &sim.url(), &extra)
+            .replace(
+                "http = \"127.0.0.1:0\"",
+                &format!("http = \"127.0.0.1:{port}\""),
+            )
+            .replace(
+                "admin = \"127.0.0.1:0\"",
+                &format!("admin = \"127.0.0.1:{admin}\""),
+            );
+        let path = certs.dir.path().join("gatekeeper.toml");
+        std::fs::write(&path, text).unwrap();
+        let process = Process::spawn(&path, port, &[("RUST_LOG", "warn")]);
+        Target {
+            process,
+            port,
+            admin,
+            sim,
+            _upstream: upstream,
+            _certs: certs,
+        }
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        ([127, 0, 0, 1], port).into()
+    }
+
+    /// One HTTP/1 attacker: holds a stalled gated body until `until`.
+    async fn h1_attacker(source: IpAddr, port: u16, until: tokio::time::Instant) {
+        let head = format!(
+            "POST /login HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {MAX_BODY}\r\n\r\n"
+        );
+        let body = vec![b'a'; STALL];
+        while tokio::time::Instant::now() < until {
+            let Ok(mut s) = connect_from(source, addr(port)).await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let sent = tokio::time::timeout_at(until, async {
+                s.write_all(head.as_bytes()).await?;
+                s.write_all(&body).await
+            })
+            .await;
+            if sent.is_err() {
+                return;
+            }
+            // An answer (503, 429) or a close: try again; silence: stalled.
+            let mut buf = [0u8; 512];
+            if tokio::time::timeout_at(until, s.read(&mut buf))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// One HTTP/2 (prior knowledge) connection with `H2_STREAMS` stalled gated bodies.
+    async fn h2_attacker(source: IpAddr, port: u16, until: tokio::time::Instant) {
+        let Ok(tcp) = connect_from(source, addr(port)).await else {
+            return;
+        };
+        let Ok((sender, conn)) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await
+        else {
+            return;
+        };
+        let conn = tokio::spawn(conn);
+        let mut streams = Vec::new();
+        for _ in 0..H2_STREAMS {
+            let mut sender = sender.clone();
+            streams.push(tokio::spawn(async move {
+                let chunk = Bytes::from(vec![b'a'; STALL]);
+                let frames = futures_util::stream::iter([Ok::<_, Infallible>(Frame::data(chunk))])
+                    .chain(futures_util::stream::pending());
+                let req = http::Request::post("http://a/login")
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .header("content-length", MAX_BODY)
+                    .body(StreamBody::new(frames))
+                    .unwrap();
+                let _ = sender.send_request(req).await;
+            }));
+        }
+        tokio::time::sleep_until(until).await;
+        for s in streams {
+            s.abort();
+        }
+        conn.abort();
+    }
+
+    use futures_util::StreamExt;
+
+    /// A normal client's gated and ungated requests until `until`: (ok, total).
+    async fn normal_client(target: &Target, until: tokio::time::Instant) -> (usize, usize) {
+        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .build_http::<Full<Bytes>>();
+        let (mut ok, mut total) = (0, 0);
+        while tokio::time::Instant::now() < until {
+            let gated = http::Request::post(format!("http://127.0.0.1:{}/login", target.port))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Full::new(Bytes::from(target.sim.mint(CAPTCHA_ID).form())))
+                .unwrap();
+            let open = http::Request::get(format!("http://127.0.0.1:{}/open", target.port))
+                .body(Full::default())
+                .unwrap();
+            for req in [gated, open] {
+                total += 1;
+                let answer =
+                    tokio::time::timeout(Duration::from_secs(5), client.request(req)).await;
+                if let Ok(Ok(resp)) = answer {
+                    let status = resp.status();
+                    let _ = resp.into_body().collect().await;
+                    if status == http::StatusCode::OK {
+                        ok += 1;
+                    }
+                }
+            }
+        }
+        (ok, total)
+    }
+
+    pub async fn metrics(admin: u16) -> String {
+        raw_exchange(
+            addr(admin),
+            b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(2),
+        )
+        .await
+    }
+
+    pub fn metric(text: &str, series: &str) -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    }
+
+    pub struct Outcome {
+        pub baseline_kb: u64,
+        pub peak_kb: u64,
+        pub ok: usize,
+        pub total: usize,
+        pub metrics: String,
+        /// Once every attacker has gone.
+        pub metrics_after: String,
+    }
+
+    /// Runs the attack; `source(i)` is attacker connection i's address.
+    pub async fn attack(target: &Target, source: impl Fn(usize) -> IpAddr) -> Outcome {
+        // Warm up: the normal path's own allocations are not the attack's.
+        let warm = tokio::time::Instant::now() + Duration::from_millis(500);
+        let _ = normal_client(target, warm).await;
+        let baseline_kb = target.process.status_kb("VmRSS");
+        let until = tokio::time::Instant::now() + ATTACK;
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for i in 0..H1_CONNECTIONS {
+            tasks.push(tokio::spawn(h1_attacker(source(i), target.port, until)));
+        }
+        for i in 0..H2_CONNECTIONS {
+            tasks.push(tokio::spawn(h2_attacker(
+                source(H1_CONNECTIONS + i),
+                target.port,
+                until,
+            )));
+        }
+        // Let the attack take hold before the normal client is measured.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (ok, total) = normal_client(target, until).await;
+        for t in tasks {
+            let _ = t.await;
+        }
+        let peak_kb = target.process.status_kb("VmHWM");
+        let metrics = metrics(target.admin).await;
+        // Every attacker is gone: the server notices within a watchdog tick.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after_kb = target.process.status_kb("VmRSS");
+        let metrics_after = self::metrics(target.admin).await;
+        eprintln!(
+            "baseline {baseline_kb} kB, peak {peak_kb} kB, after {after_kb} kB, normal {ok}/{total}, attack {:?}",
+            started.elapsed()
+        );
+        Outcome {
+            baseline_kb,
+            peak_kb,
+            ok,
+            total,
+            metrics,
+            metrics_after,
+        }
+    }
+
+    /// The stated overhead: per HTTP/1 connection its read buffer (at most
+    /// 64 KiB) and a body's free 16 KiB; per HTTP/2 connection its receive
+    /// window (1 MiB of unread DATA), four buffering bodies' 16 KiB and 100
+    /// streams' state (4 KiB each).
+    pub const OVERHEAD_KB: u64 = H1_CONNECTIONS as u64 * (64 + 16)
+        + H2_CONNECTIONS as u64 * (1024 + 4 * 16 + H2_STREAMS as u64 * 4);
+
+    pub const BUDGET: u64 = BUDGET_KB;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_stalled_gated_bodies_stay_within_the_body_budget_and_normal_clients_are_served() {
+    use body_memory::*;
+    let target = start("").await;
+    // Each attacker connection from an address of its own: no per-address limit applies.
+    let outcome = attack(&target, |i| {
+        std::net::IpAddr::from([127, 1, (i / 200) as u8, (i % 200 + 1) as u8])
+    })
+    .await;
+    let grown = outcome.peak_kb.saturating_sub(outcome.baseline_kb);
+    assert!(
+        grown <= BUDGET + OVERHEAD_KB,
+        "peak RSS grew {grown} kB: over the budget {BUDGET} kB + overhead {OVERHEAD_KB} kB"
+    );
+    assert!(
+        outcome.ok * 100 >= outcome.total * 99 && outcome.total >= 10,
+        "a normal client got {}/{} answered",
+        outcome.ok,
+        outcome.total
+    );
+    assert!(
+        metric(
+            &outcome.metrics,
+            r#"gatekeeper_gate_decisions_total{route="/login",outcome="body_budget_exhausted"}"#
+        ) > 0,
+        "the budget never refused a body: the attack did not reach it"
+    );
+    // Memory returns: every reserved byte is given back. The allocator may
+    // keep freed pages mapped (RSS barely falls), so the proof it is free is
+    // that the same attack again reuses it: the peak grows by at most a
+    // quarter of the first attack's growth, plus 2 MiB.
+    assert_eq!(
+        metric(&outcome.metrics_after, "gatekeeper_buffered_body_bytes"),
+        0,
+        "{}",
+        outcome.metrics_after
+    );
+    let again = attack(&target, |i| {
+        std::net::IpAddr::from([127, 2, (i / 200) as u8, (i % 200 + 1) as u8])
+    })
+    .await;
+    let regrown = again.peak_kb.saturating_sub(outcome.peak_kb);
+    assert!(
+        regrown <= grown / 4 + 2048,
+        "a second attack grew the peak by {regrown} kB more (first: {grown} kB): memory was not returned"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_attack_from_one_address_meets_the_per_address_limits_before_the_budget() {
+    use body_memory::*;
+    let target = start("max_connections_per_address = 20\nmax_gated_per_address = 8\n").await;
+    let outcome = attack(&target, |_| std::net::IpAddr::from([127, 0, 0, 2])).await;
+    let m = &outcome.metrics;
+    assert!(
+        metric(
+            m,
+            r#"gatekeeper_connections_refused_total{kind="per_address"}"#
+        ) > 0,
+        "no connection was refused per address:\n{m}"
+    );
+    assert!(
+        metric(
+            m,
+            r#"gatekeeper_gate_decisions_total{route="/login",outcome="too_many_gated"}"#
+        ) > 0,
+        "no gated request was refused per address:\n{m}"
+    );
+    assert_eq!(
+        metric(
+            m,
+            r#"gatekeeper_gate_decisions_total{route="/login",outcome="body_budget_exhausted"}"#
+        ),
+        0,
+        "one address exhausted the body budget:\n{m}"
+    );
+    let grown = outcome.peak_kb.saturating_sub(outcome.baseline_kb);
+    assert!(grown <= BUDGET + OVERHEAD_KB, "peak RSS grew {grown} kB");
+    assert!(
+        outcome.ok * 100 >= outcome.total * 99 && outcome.total >= 10,
+        "a normal client got {}/{} answered",
+        outcome.ok,
+        outcome.total
+    );
+}

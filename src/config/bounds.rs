@@ -62,15 +62,18 @@ const GIB: u64 = 1024 * 1024 * 1024;
 
 /// The range of a size key, in bytes.
 pub(super) fn size(key: &str) -> Bound<u64> {
-    let why = match key {
-        "limits.max_body" => "a gated body is held in memory while its fields are read",
-        _ => "it is held in memory",
+    let (max, why) = match key {
+        "limits.max_body" => (
+            GIB,
+            "a gated body is held in memory while its fields are read",
+        ),
+        "limits.max_buffered_bodies" => (
+            256 * GIB,
+            "every gated body in flight is held in memory at once",
+        ),
+        _ => (GIB, "it is held in memory"),
     };
-    Bound {
-        min: 1,
-        max: GIB,
-        why,
-    }
+    Bound { min: 1, max, why }
 }
 
 const fn count_to(max: u64, why: &'static str) -> Bound<u64> {
@@ -87,6 +90,13 @@ pub(super) fn count(key: &str) -> Bound<u64> {
         "limits.max_connections" => count_to(
             1_000_000,
             "each connection holds a file descriptor and buffers",
+        ),
+        "limits.max_connections_per_address" => {
+            count_to(1_000_000, "it cannot be more than limits.max_connections")
+        }
+        "limits.max_gated_per_address" => count_to(
+            100_000,
+            "each gated request in flight may buffer a body and hold a validate call",
         ),
         "geetest.breaker_failures" => count_to(
             10_000,

@@ -467,6 +467,29 @@ impl Loader<'_, '_> {
     }
 
     fn limits(&mut self, raw: &raw::RawLimits) -> Limits {
+        let max_connections = self.positive(
+            raw.max_connections.as_ref(),
+            "limits.max_connections",
+            10_000,
+        );
+        // A tenth of all places, and at least 100: a NATed office stays far
+        // below either. At or above max_connections it limits nothing.
+        let per_address_default = (max_connections / 10).max(100).min(max_connections);
+        let max_connections_per_address = self.positive(
+            raw.max_connections_per_address.as_ref(),
+            "limits.max_connections_per_address",
+            per_address_default,
+        );
+        if let Some(v) = &raw.max_connections_per_address
+            && max_connections_per_address > max_connections
+        {
+            self.error(
+                v.span(),
+                format!(
+                    "limits.max_connections_per_address = {max_connections_per_address} is more than limits.max_connections = {max_connections}: it would limit nothing"
+                ),
+            );
+        }
         Limits {
             max_body: self.size(raw.max_body.as_ref(), "limits.max_body", 1024 * 1024),
             header_read_timeout: self.duration(
@@ -484,15 +507,24 @@ impl Loader<'_, '_> {
                 "limits.idle_timeout",
                 Duration::from_secs(60),
             ),
-            max_connections: self.positive(
-                raw.max_connections.as_ref(),
-                "limits.max_connections",
-                10_000,
-            ),
+            max_connections,
             body_idle_timeout: self.duration(
                 raw.body_idle_timeout.as_ref(),
                 "limits.body_idle_timeout",
                 Duration::from_secs(60),
+            ),
+            max_buffered_bodies: self.size(
+                raw.max_buffered_bodies.as_ref(),
+                "limits.max_buffered_bodies",
+                256 * 1024 * 1024,
+            ),
+            max_connections_per_address,
+            max_gated_per_address: self.positive(
+                raw.max_gated_per_address.as_ref(),
+                "limits.max_gated_per_address",
+                // Half the default budget at the default max_body: one
+                // address cannot hold all of it.
+                128,
             ),
         }
     }

@@ -90,6 +90,15 @@ pub struct Limits {
     pub max_connections: usize,
     /// The longest pause in a request body streamed to the upstream.
     pub body_idle_timeout: Duration,
+    /// All gated bodies buffered at once, in bytes, beyond each body's
+    /// small allowance (see `gate::admission`): 503 beyond.
+    pub max_buffered_bodies: u64,
+    /// Open connections from one peer address (trusted proxies exempt);
+    /// more are closed at accept.
+    pub max_connections_per_address: usize,
+    /// Gated requests in flight from one client address (behind trusted
+    /// proxies, the `X-Forwarded-For` client): 429 beyond.
+    pub max_gated_per_address: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -32,6 +32,9 @@ pub(super) const LIMITS: &[&str] = &[
     "idle_timeout",
     "max_connections",
     "body_idle_timeout",
+    "max_buffered_bodies",
+    "max_connections_per_address",
+    "max_gated_per_address",
 ];
 pub(super) const PATHS: &[&str] = &["encoded_slash", "merge_slashes"];
 pub(super) const GEETEST: &[&str] = &[
@@ -133,6 +136,9 @@ pub(super) struct RawLimits {
     pub idle_timeout: S<String>,
     pub max_connections: S<i64>,
     pub body_idle_timeout: S<String>,
+    pub max_buffered_bodies: S<RawSize>,
+    pub max_connections_per_address: S<i64>,
+    pub max_gated_per_address: S<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,8 +1,10 @@
 //! The gate: proves a GeeTest v4 captcha before a protected request may pass.
 //!
-//! In order, and stopping at the first refusal: read the body (bounded in size
-//! and time), extract the five fields (`fields`), check their shapes and the
-//! token's age locally, claim the lot_number in the replay store, ask GeeTest,
+//! In order, and stopping at the first refusal: take the client address's
+//! place for a gated request and the connection's place for a buffered body
+//! (`admission`), read the body (bounded in size and time, and reserved from
+//! the process-wide body budget), extract the five fields (`fields`), check
+//! their shapes and the token's age locally, claim the lot_number in the replay store, ask GeeTest,
 //! record the outcome, and hand on the request with the captcha fields removed.
 //! `reject` renders refusals. Nothing refused ever reaches the upstream.
 //! From the claim on, the work runs on a task of its own (`Validation`), so a
@@ -10,6 +12,7 @@
 //! is settled by the rule documented there, and its decision is logged and
 //! counted with outcome `cancelled`.
 
+pub mod admission;
 pub mod fields;
 pub mod reject;
 pub mod throttle;
@@ -18,13 +21,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, TRANSFER_ENCODING};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tracing::{info, warn};
 
 use crate::config::{Captcha, Config, OnError, Route};
@@ -34,6 +37,7 @@ use crate::proxy::ProxyBody;
 use crate::proxy::body::full;
 use crate::proxy::headers::X_GATEKEEPER_CAPTCHA;
 use crate::replay::{Claim, LotKey, LotState, ReplayStore, StoreError};
+use admission::{ConnAdmission, FREE_PER_BODY, Reservation};
 use fields::{FieldError, body_format, check_headers, check_shapes, extract};
 pub use reject::Rejection;
 use throttle::Throttle;
@@ -48,6 +52,8 @@ struct Seen {
 /// An admitted request's stripped body and query, and the verdict to mark it with.
 struct Admitted {
     body: Bytes,
+    /// The body's places, held until the upstream is done with its bytes.
+    held: Held,
     query: Option<String>,
     verdict: &'static str,
 }
@@ -148,7 +154,14 @@ impl Gate {
     ) -> Result<Admitted, Rejection> {
         // Before the body is read: nothing to read if it would be refused.
         check_headers(&parts.headers).map_err(field_rejection)?;
-        let body = self.read_body(parts, body).await?;
+        let admission = parts.extensions.get::<ConnAdmission>();
+        // Held until the decision: one address cannot hold every buffer and
+        // validate call, whatever its number of connections.
+        let _gated = match admission {
+            Some(a) => Some(a.shared.gated.enter(client).ok_or_else(too_many_gated)?),
+            None => None,
+        };
+        let (body, held) = self.read_body(parts, body, admission).await?;
         let format = body_format(parts.headers.get(CONTENT_TYPE), body.is_empty())
             .map_err(field_rejection)?;
         let fields::Extraction {
@@ -195,18 +208,35 @@ impl Gate {
         seen.validate_ms = settled.validate_ms;
         settled.result.map(|verdict| Admitted {
             body,
+            held,
             query,
             verdict,
         })
     }
 
-    /// Reads the whole body, refusing beyond `max_body` (413) or `body_timeout` (408).
-    async fn read_body(&self, parts: &Parts, body: Incoming) -> Result<Bytes, Rejection> {
+    /// Reads the whole body, refusing beyond `max_body` (413), beyond the
+    /// body budget (503) or `body_timeout` (408). Waiting for one of the
+    /// connection's places to buffer counts against `body_timeout`. Without
+    /// `admission` (a request that did not come through a listener), nothing
+    /// is reserved.
+    async fn read_body(
+        &self,
+        parts: &Parts,
+        body: Incoming,
+        admission: Option<&ConnAdmission>,
+    ) -> Result<(Bytes, Held), Rejection> {
         let too_large = || {
             Rejection::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
                 format!("the request body is larger than {} bytes", self.max_body),
+            )
+        };
+        let timed_out = || {
+            Rejection::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the request body was not received in time",
             )
         };
         let declared = parts
@@ -217,20 +247,64 @@ impl Gate {
         if declared.is_some_and(|len| len > self.max_body) {
             return Err(too_large());
         }
-        let limit = usize::try_from(self.max_body).unwrap_or(usize::MAX);
-        match tokio::time::timeout(self.body_timeout, Limited::new(body, limit).collect()).await {
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-            Ok(Err(_)) => Err(Rejection::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "the request body could not be read",
-            )),
-            Err(_) => Err(Rejection::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                "the request body was not received in time",
-            )),
+        let deadline = tokio::time::Instant::now() + self.body_timeout;
+        let place = match admission {
+            Some(a) => {
+                match tokio::time::timeout_at(deadline, a.bodies.clone().acquire_owned()).await {
+                    Ok(Ok(place)) => Some(place),
+                    Ok(Err(_)) => return Err(unavailable("the connection is closing")),
+                    Err(_) => return Err(timed_out()),
+                }
+            }
+            None => None,
+        };
+        let mut reservation = admission.map(|a| a.shared.budget.reservation());
+        // Bytes beyond a body's free allowance are reserved before they are
+        // read: all at once by Content-Length, else as they arrive.
+        let reserve = |len: u64, reservation: &mut Option<Reservation>| match reservation {
+            Some(r) => {
+                let owed = len.saturating_sub(FREE_PER_BODY).saturating_sub(r.bytes());
+                owed == 0 || r.grow(owed)
+            }
+            None => true,
+        };
+        if let Some(len) = declared
+            && !reserve(len, &mut reservation)
+        {
+            return Err(budget_exhausted());
+        }
+        // Within max_body, so it fits in memory.
+        let capacity = usize::try_from(declared.unwrap_or(0)).unwrap_or(0);
+        let read = async {
+            let mut body = body;
+            // Copied out of hyper's buffers: what is held is exactly what was reserved.
+            let mut buf = BytesMut::with_capacity(capacity);
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|_| {
+                    Rejection::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        "the request body could not be read",
+                    )
+                })?;
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                let len = (buf.len() + data.len()) as u64;
+                if len > self.max_body {
+                    return Err(too_large());
+                }
+                if !reserve(len, &mut reservation) {
+                    return Err(budget_exhausted());
+                }
+                buf.extend_from_slice(&data);
+            }
+            Ok(buf.freeze())
+        };
+        match tokio::time::timeout_at(deadline, read).await {
+            Ok(Ok(bytes)) => Ok((bytes, Held { reservation, place })),
+            Ok(Err(rejection)) => Err(rejection),
+            Err(_) => Err(timed_out()),
         }
     }
 
@@ -534,6 +608,50 @@ fn field_rejection(e: FieldError) -> Rejection {
     }
 }
 
+fn budget_exhausted() -> Rejection {
+    Rejection::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "body_budget_exhausted",
+        "too many request bodies are being received, please retry shortly",
+    )
+}
+
+fn too_many_gated() -> Rejection {
+    Rejection {
+        retry_after: Some(1),
+        ..Rejection::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_gated",
+            "too many verifications in flight from this address, retry shortly",
+        )
+    }
+}
+
+/// What a buffered body holds while its bytes exist: its reservation from
+/// the budget, and its connection's place to buffer one (see `admission`).
+struct Held {
+    reservation: Option<Reservation>,
+    place: Option<OwnedSemaphorePermit>,
+}
+
+/// The forwarded body's bytes, holding their places until the upstream is
+/// done with them (the last reference drops).
+fn holding(body: Bytes, held: Held) -> Bytes {
+    struct Owner {
+        body: Bytes,
+        _held: Held,
+    }
+    impl AsRef<[u8]> for Owner {
+        fn as_ref(&self) -> &[u8] {
+            &self.body
+        }
+    }
+    if held.reservation.is_none() && held.place.is_none() {
+        return body;
+    }
+    Bytes::from_owner(Owner { body, _held: held })
+}
+
 fn unavailable(reason: &str) -> Rejection {
     Rejection::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -547,6 +665,7 @@ fn forwardable(
     mut parts: Parts,
     Admitted {
         body,
+        held,
         query,
         verdict,
     }: Admitted,
@@ -574,5 +693,5 @@ fn forwardable(
     parts
         .headers
         .insert(X_GATEKEEPER_CAPTCHA, HeaderValue::from_static(verdict));
-    Request::from_parts(parts, full(body))
+    Request::from_parts(parts, full(holding(body, held)))
 }

@@ -37,6 +37,7 @@ use tracing::debug;
 use super::inspect::{Inspected, Socket, Verdicts};
 use super::{Live, Shared};
 use crate::config::Limits;
+use crate::gate::admission::{AddrGuard, ConnAdmission};
 use crate::metrics::ConnectionLabels;
 use crate::proxy::headers::framing::WireRefusal;
 use crate::proxy::websocket::Tunnelling;
@@ -117,11 +118,18 @@ where
     }
 }
 
+/// A connection's place under `limits.max_connections`, and its peer
+/// address's under `limits.max_connections_per_address` (none for a trusted
+/// proxy): both held until the connection, or a tunnel it opened, ends.
+pub struct Place {
+    pub permit: OwnedSemaphorePermit,
+    pub per_address: Option<AddrGuard>,
+}
+
 /// Sets the connection up at once and returns the future that serves it.
 /// (Not an `async fn`: its arguments, the socket among them, would be kept
 /// in the future for the connection's whole life.) `permit` is the
-/// connection's place under `limits.max_connections`: held until the
-/// connection ends, or a WebSocket tunnel it opened does.
+/// connection's [`Place`].
 pub fn serve<I>(
     io: I,
     protocol: Protocol,
@@ -129,7 +137,7 @@ pub fn serve<I>(
     live: Live,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
-    permit: OwnedSemaphorePermit,
+    permit: Place,
 ) -> impl Future<Output = ()> + Send + 'static
 where
     I: AsyncRead + AsyncWrite + Socket + Unpin + Send + 'static,
@@ -148,7 +156,7 @@ where
     /// The connection's place, and its count in the gauge: given back when
     /// the connection ends, or a tunnel it opened does.
     struct Slot {
-        _permit: OwnedSemaphorePermit,
+        _permit: Place,
         gauge: prometheus_client::metrics::gauge::Gauge,
     }
     impl Drop for Slot {
@@ -170,6 +178,7 @@ where
         verdicts.switched(),
         shutdown.clone(),
     );
+    let admission = ConnAdmission::new(shared.admission.clone());
     let service = {
         let activity = activity.clone();
         let info = info.clone();
@@ -178,6 +187,8 @@ where
             // Each request runs on the configuration of the moment it arrived.
             let proxy = live.load().proxy.clone();
             let guard = InFlight::begin(activity.clone());
+            // What the gate may buffer for this request (see `gate::admission`).
+            req.extensions_mut().insert(admission.clone());
             if req.version() < http::Version::HTTP_2 {
                 // An HTTP/1 request without a verdict is refused like a bad one.
                 if let Some(refusal) = WireRefusal::for_verdict(verdicts.next()) {

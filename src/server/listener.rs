@@ -5,14 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use super::connection::{self, Protocol};
+use super::connection::{self, Place, Protocol};
 use super::workers::Workers;
 use super::{Live, Shared, StartError, admin};
+use crate::metrics::KindLabels;
 use crate::proxy::ConnInfo;
+use crate::proxy::headers::forwarding::is_trusted;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -98,11 +100,34 @@ async fn accept_loop(tcp: TcpListener, role: Role, ctx: Context, mut stop: watch
             },
             _ = stop.changed() => return,
         };
+        // One address may hold only so many connections; a trusted proxy
+        // carries many clients and is exempt. Over the limit, the connection
+        // is closed at once, before it can wait for a place.
+        let peer_ip = peer.ip().to_canonical();
+        let per_address = if is_trusted(peer_ip, &ctx.live.load().config.server.trusted_proxies) {
+            None
+        } else {
+            match ctx.shared.admission.connections.enter(peer_ip) {
+                Some(guard) => Some(guard),
+                None => {
+                    ctx.shared
+                        .metrics
+                        .connections_refused
+                        .get_or_create(&KindLabels {
+                            kind: "per_address",
+                        })
+                        .inc();
+                    debug!(peer = %peer, "too many connections from this address: closed");
+                    drop(stream);
+                    continue;
+                }
+            }
+        };
         // At the limit, this connection waits unserved and the loop stops
         // accepting: the rest wait in the kernel's backlog, costing nothing here.
         let permit = tokio::select! {
             permit = ctx.connections.clone().acquire_owned() => match permit {
-                Ok(p) => p,
+                Ok(permit) => Place { permit, per_address },
                 Err(_) => return,
             },
             _ = stop.changed() => return,
@@ -141,7 +166,7 @@ async fn serve_tls(
     live: Live,
     shared: Arc<Shared>,
     drain: watch::Receiver<bool>,
-    permit: OwnedSemaphorePermit,
+    permit: Place,
 ) {
     // The certificate of the moment: a renewal applies from the next handshake.
     let (tls, timeout) = {

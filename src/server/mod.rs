@@ -30,6 +30,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, ReplayStoreKind};
 use crate::gate::Gate;
+use crate::gate::admission::Admission;
 use crate::metrics::{Metrics, ResultLabels};
 use crate::pool::Reuse;
 use crate::proxy::Proxy;
@@ -61,6 +62,8 @@ pub struct Shared {
     pub local_store: Arc<MemoryStore>,
     /// The live connection pools, for a reload to take over.
     pub pools: Arc<Reuse>,
+    /// The body budget and per-address counts; a reload changes only their limits.
+    pub admission: Arc<Admission>,
     ready: AtomicBool,
 }
 
@@ -142,11 +145,16 @@ fn generation(config: Config, shared: &Shared) -> Result<Generation, StartError>
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let metrics = Arc::new(Metrics::new());
     let (store, local_store) = build_store(&config, &metrics)?;
+    let admission = Arc::new(Admission::new(
+        &config.limits,
+        metrics.buffered_body_bytes.clone(),
+    ));
     let shared = Arc::new(Shared {
         metrics,
         store,
         local_store,
         pools: Arc::new(Reuse::default()),
+        admission,
         ready: AtomicBool::new(false),
     });
     let max_connections = u32::try_from(config.limits.max_connections).unwrap_or(u32::MAX);
@@ -271,6 +279,9 @@ impl RunningServer {
             self.live.store(previous);
             return Err(e.to_string());
         }
+        self.shared
+            .admission
+            .configure(&self.live.load().config.limits);
         self.shared.metrics.set_config_hash(&hash);
         Ok(())
     }
