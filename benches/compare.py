@@ -304,6 +304,9 @@ key = "key.pem"
 url = "http://127.0.0.1:{up}"
 [limits]
 max_connections = 20000
+# All the load comes from one address, 127.0.0.1.
+max_connections_per_address = 20000
+max_gated_per_address = 10000
 [geetest]
 api_server = "http://127.0.0.1:{sim}"
 [captcha.login]
