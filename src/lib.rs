@@ -35,3 +35,4 @@ pub mod routing;
 pub mod server;
 pub mod sim;
 pub mod tls;
+pub mod worker_local;

@@ -31,7 +31,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tower_service::Service;
 
-use crate::server::workers::PerWorker;
+use crate::worker_local::PerWorker;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -41,7 +41,7 @@ pub struct Pool<B> {
 }
 
 struct Inner<B> {
-    /// One stack per worker thread (see `server::workers`): a connection's
+    /// One stack per worker thread (see `worker_local`): a connection's
     /// task runs on the worker that opened it, and only that worker uses it.
     stacks: PerWorker<Arc<IdleStack<B>>>,
     connector: HttpsConnector<HttpConnector>,
@@ -195,7 +195,7 @@ where
                     sweeping: AtomicBool::new(false),
                 })
             }),
-            connector: crate::server::tls::client_connector(connect_timeout),
+            connector: crate::tls::client_connector(connect_timeout),
             target,
             host,
         };

@@ -1,9 +1,46 @@
-//! Reading the listener's certificate chain and private key from PEM files.
+//! rustls below the server: the one crypto provider, the connector for
+//! gatekeeper's own clients, and reading a certificate chain and private key
+//! from PEM files. The listener's configuration is in `server::tls`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use rustls::crypto::CryptoProvider;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// The one crypto provider, chosen explicitly rather than by process default.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The connector for gatekeeper's own clients (upstream, GeeTest): http or
+/// https with the web PKI roots, HTTP/1.1, no Nagle, bounded connects.
+pub fn client_connector(connect_timeout: Duration) -> HttpsConnector<HttpConnector> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let tls = match rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+    {
+        Ok(builder) => builder.with_root_certificates(roots).with_no_client_auth(),
+        // The ring provider supports the safe default versions by construction.
+        Err(e) => unreachable!("rustls ring provider rejected its default versions: {e}"),
+    };
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsFileError {

@@ -2,7 +2,7 @@
 //!
 //! A connection is served start to finish on one worker, and the pooled
 //! upstream and validate connections its requests use belong to that worker
-//! too (see [`PerWorker`]), so a request never wakes another thread. A
+//! too (see [`crate::worker_local::PerWorker`]), so a request never wakes another thread. A
 //! work-stealing scheduler would move tasks between cores and pay a futex
 //! wake-up for each hand-off; at an edge proxy's request rates that costs more
 //! than the balance it buys. Balance comes from placing each new connection
@@ -11,7 +11,6 @@
 //! Accept loops, the admin listener, signals and timers of the control plane
 //! stay on the runtime that called [`crate::server::start`].
 
-use std::cell::Cell;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,11 +18,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use futures_util::FutureExt;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
-
-thread_local! {
-    /// This thread's worker index; `None` off the workers.
-    static CURRENT: Cell<Option<usize>> = const { Cell::new(None) };
-}
 
 /// Hands connections to the workers. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -67,7 +61,7 @@ pub async fn start(count: usize) -> std::io::Result<(Workers, WorkerThreads)> {
                         return;
                     }
                 };
-                CURRENT.set(Some(index));
+                crate::worker_local::enter(index);
                 let _ = ready.send(Ok(runtime.handle().clone()));
                 runtime.block_on(async {
                     let _ = stopped.await;
@@ -137,27 +131,10 @@ impl Drop for Open {
     }
 }
 
-/// One `T` per worker thread and one for every other thread, so that a
-/// connection pool is only ever used from the thread whose runtime runs its
-/// connections.
-#[derive(Debug)]
-pub struct PerWorker<T>(Box<[T]>);
-
-impl<T> PerWorker<T> {
-    pub fn new(workers: usize, make: impl FnMut() -> T) -> Self {
-        Self(std::iter::repeat_with(make).take(workers + 1).collect())
-    }
-
-    /// This thread's `T`.
-    pub fn get(&self) -> &T {
-        let index = CURRENT.get().map_or(0, |i| i + 1);
-        &self.0[index % self.0.len()]
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::worker_local::{PerWorker, current};
 
     #[tokio::test]
     async fn connections_spread_over_the_workers_and_each_runs_on_its_own_thread() {
@@ -169,10 +146,7 @@ mod tests {
             let mut released = released.clone();
             // Stays open (counted) until released, like a connection.
             workers.spawn(async move {
-                let me = (
-                    std::thread::current().name().map(str::to_owned),
-                    CURRENT.get(),
-                );
+                let me = (std::thread::current().name().map(str::to_owned), current());
                 let _ = report.send(me);
                 let _ = released.wait_for(|r| *r).await;
             });
