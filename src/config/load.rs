@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use serde_spanned::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::routing::NormalPath;
+use crate::normal_path::NormalPath;
 
 use super::bounds::{self, Bound};
 use super::diagnostic::{ConfigError, Report};

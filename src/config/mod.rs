@@ -225,5 +225,5 @@ pub enum ReplayStoreKind {
     },
 }
 
+pub use crate::normal_path::{EncodedSlash, PathRules};
 pub use crate::replay::OnStoreError;
-pub use crate::routing::{EncodedSlash, PathRules};

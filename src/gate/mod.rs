@@ -32,10 +32,8 @@ use tracing::{info, warn};
 
 use crate::config::{Captcha, Config, OnError, Route};
 use crate::geetest::{Proof, ValidateClient, Verdict};
+use crate::http_common::{HeldBody, X_GATEKEEPER_CAPTCHA, whole_body};
 use crate::metrics::{KindLabels, Metrics};
-use crate::proxy::ProxyBody;
-use crate::proxy::body::full;
-use crate::proxy::headers::X_GATEKEEPER_CAPTCHA;
 use crate::replay::{Claim, LotKey, LotState, ReplayStore, StoreError};
 use admission::{ConnAdmission, FREE_PER_BODY, Reservation};
 use fields::{FieldError, body_format, check_headers, check_shapes, extract};
@@ -101,7 +99,7 @@ impl Gate {
         route: &Route,
         req: Request<Incoming>,
         client: IpAddr,
-    ) -> Result<Request<ProxyBody>, Response<ProxyBody>> {
+    ) -> Result<Request<HeldBody>, Response<HeldBody>> {
         let (parts, body) = req.into_parts();
         let mut seen = Seen::default();
         let decision = match self.throttle.as_ref().and_then(|t| t.blocked(client)) {
@@ -669,7 +667,7 @@ fn forwardable(
         query,
         verdict,
     }: Admitted,
-) -> Request<ProxyBody> {
+) -> Request<HeldBody> {
     if parts.uri.query().is_some() {
         let path = parts.uri.path();
         let target = match &query {
@@ -693,5 +691,5 @@ fn forwardable(
     parts
         .headers
         .insert(X_GATEKEEPER_CAPTCHA, HeaderValue::from_static(verdict));
-    Request::from_parts(parts, full(holding(body, held)))
+    Request::from_parts(parts, whole_body(holding(body, held)))
 }

@@ -4,9 +4,7 @@
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HeaderValue, LOCATION, RETRY_AFTER};
 use http::{HeaderMap, Method, Response, StatusCode};
 
-use crate::proxy::ProxyBody;
-use crate::proxy::body::{empty, full};
-use crate::proxy::response::json_error;
+use crate::http_common::{HeldBody, json_error, whole_body};
 
 /// A refusal: the status, a stable machine-readable code, and a reason that is
 /// safe to show (it never contains a field's value).
@@ -41,7 +39,7 @@ impl Rejection {
         method: &Method,
         headers: &HeaderMap,
         redirect: Option<&str>,
-    ) -> Response<ProxyBody> {
+    ) -> Response<HeldBody> {
         let html = prefers_html(headers);
         if let Some(target) =
             redirect.filter(|_| html && *method == Method::POST && is_form_post(headers))
@@ -49,7 +47,7 @@ impl Rejection {
             let sep = if target.contains('?') { '&' } else { '?' };
             let location = format!("{target}{sep}captcha_error={}", self.code);
             if let Ok(location) = HeaderValue::from_str(&location) {
-                let mut resp = Response::new(empty());
+                let mut resp = Response::new(HeldBody::default());
                 *resp.status_mut() = StatusCode::SEE_OTHER;
                 resp.headers_mut().insert(LOCATION, location);
                 resp.headers_mut()
@@ -90,7 +88,7 @@ fn is_form_post(headers: &HeaderMap) -> bool {
         })
 }
 
-fn html_page(status: StatusCode, code: &str, reason: &str) -> Response<ProxyBody> {
+fn html_page(status: StatusCode, code: &str, reason: &str) -> Response<HeldBody> {
     let advice = match code {
         "captcha_required" | "captcha_failed" | "captcha_expired" | "captcha_replayed"
         | "captcha_rejected" | "captcha_malformed" => {
@@ -108,7 +106,7 @@ fn html_page(status: StatusCode, code: &str, reason: &str) -> Response<ProxyBody
          <h1>Verification needed</h1><p>{advice}</p><p style=\"color:#667\"><small>{code}: {}</small></p></body></html>\n",
         escape_html(reason)
     );
-    let mut resp = Response::new(full(body));
+    let mut resp = Response::new(whole_body(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         CONTENT_TYPE,

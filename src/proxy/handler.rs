@@ -15,17 +15,19 @@ use ipnet::IpNet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::body::ProxyBody;
+use super::headers::drop_underscored;
 use super::headers::forwarding::{client_addr, is_trusted, peer_header, set_forwarding_headers};
 use super::headers::framing;
 use super::headers::hop::strip_hop_by_hop;
-use super::headers::{X_GATEKEEPER_CAPTCHA, drop_underscored};
 use super::response::{closing_error, json_error};
 use super::upstream::{Upstream, UpstreamError};
 use super::websocket::{self, mark_websocket_upgrade};
 use crate::config::{Config, Route};
 use crate::gate::Gate;
+use crate::http_common::X_GATEKEEPER_CAPTCHA;
 use crate::metrics::{KindLabels, Metrics};
-use crate::routing::{NormalPath, PathRules, RequestMethods, RouteTable, normal_host};
+use crate::normal_path::{NormalPath, PathRules};
+use crate::routing::{RequestMethods, RouteTable, normal_host};
 
 /// Passed upstream and logged with every line of the request.
 pub const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
@@ -198,8 +200,8 @@ impl Proxy {
                 // Boxed: the gate's state is large, and unboxed it would make every
                 // request's future (moved into place per request) as large.
                 match Box::pin(self.gate.admit(route, req, client)).await {
-                    Ok(admitted) => admitted,
-                    Err(refusal) => return refusal,
+                    Ok(admitted) => admitted.map(Either::Right),
+                    Err(refusal) => return refusal.map(Either::Right),
                 }
             }
             None => req.map(super::body::streamed),

@@ -1,19 +1,15 @@
 //! Gatekeeper's own answers (as opposed to the upstream's).
 
-use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HeaderValue};
+use http::header::{CONNECTION, HeaderValue};
 use http::{Response, StatusCode};
+use http_body_util::Either;
 
-use super::body::{ProxyBody, full};
+use super::body::ProxyBody;
+use crate::http_common;
 
 /// `{"error": code, "reason": reason}` with the given status. Never cached.
 pub fn json_error(status: StatusCode, code: &str, reason: &str) -> Response<ProxyBody> {
-    let body = serde_json::json!({ "error": code, "reason": reason }).to_string();
-    let mut resp = Response::new(full(body));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
+    http_common::json_error(status, code, reason).map(Either::Right)
 }
 
 /// A refusal after which the connection is closed: the request's framing was

@@ -6,19 +6,18 @@
 //! apply, and the request is proxied untouched.
 //!
 //! Matching errs toward gating, because an app may read a request more
-//! loosely than the route is written: paths in normal form ([`path`]), and
+//! loosely than the route is written: paths in normal form ([`crate::normal_path`]), and
 //! unless a route is `strict`, compared without case, trailing slash or
 //! `;parameters`; hosts without case or trailing dot; HEAD wherever GET is
 //! gated, and a method-override header or `_method` counts as the method too
 //! ([`request`]).
 
-pub mod path;
 pub mod request;
 
 use http::Method;
 
 use crate::config::{Methods, PathMatch, Route};
-pub use path::{EncodedSlash, NormalPath, PathError, PathRules};
+use crate::normal_path::NormalPath;
 pub use request::{MethodError, RequestMethods, normal_host};
 
 /// Routes sorted once by precedence, so matching is a first-hit scan.
@@ -106,6 +105,7 @@ impl Methods {
 mod tests {
     use super::*;
     use crate::config::OnError;
+    use crate::normal_path::PathRules;
     use http::HeaderMap;
 
     fn route(path: PathMatch, host: Option<&str>, methods: &[Method], origin: &str) -> Route {

@@ -31,7 +31,7 @@ static PROTECTED: [HeaderName; 9] = [
     header::HOST,
     header::CONTENT_LENGTH,
     header::CONTENT_TYPE,
-    super::X_GATEKEEPER_CAPTCHA,
+    crate::http_common::X_GATEKEEPER_CAPTCHA,
     HeaderName::from_static("x-request-id"),
     super::forwarding::X_FORWARDED_FOR,
     super::forwarding::X_FORWARDED_PROTO,

@@ -4,11 +4,6 @@ pub mod forwarding;
 pub mod framing;
 pub mod hop;
 
-/// Set on every gated request the upstream receives; a client-sent copy is
-/// always removed, on every route, so the upstream can trust it.
-pub const X_GATEKEEPER_CAPTCHA: http::HeaderName =
-    http::HeaderName::from_static("x-gatekeeper-captcha");
-
 /// Drops request headers whose names contain `_`, as nginx does by default
 /// (`underscores_in_headers off`). CGI-style servers (PHP, WSGI environs)
 /// read `X_Gatekeeper_Captcha` as `X-Gatekeeper-Captcha`: a client could
