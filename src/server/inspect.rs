@@ -24,7 +24,7 @@ use std::task::{Context, Poll, ready};
 use memchr::memmem;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::connection::Activity;
+use super::activity::Activity;
 use crate::proxy::headers::framing::{
     FramingError, check_line_endings, check_raw_head, check_wire_head,
 };

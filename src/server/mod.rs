@@ -10,6 +10,7 @@
 //! permit is taken before `accept`, so excess clients wait in the kernel's
 //! backlog instead of costing memory here.
 
+mod activity;
 mod admin;
 pub mod connection;
 mod inspect;
