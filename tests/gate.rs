@@ -651,7 +651,13 @@ async fn a_gated_body_beyond_the_body_budget_is_refused_at_once_and_a_small_form
     .await;
     // Holds 60 KiB - 16 KiB (the free allowance) = 44 KiB of the budget.
     let held = stalled_post(env.http, 60 * 1024, 1024).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let admin = env.admin;
+    wait_until_async(
+        "the stalled body's reservation",
+        Duration::from_secs(10),
+        || async { metric(admin, "gatekeeper_buffered_body_bytes ").await >= (44 * 1024) as f64 },
+    )
+    .await;
     let client = env.client(false);
     // Owes 40 - 16 = 24 KiB: over the 20 KiB left, refused by Content-Length.
     let started = std::time::Instant::now();
@@ -675,7 +681,12 @@ async fn a_gated_body_beyond_the_body_budget_is_refused_at_once_and_a_small_form
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
     // The stalled body's reservation comes back when its client goes.
     drop(held);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until_async(
+        "the reservation to come back",
+        Duration::from_secs(10),
+        || async { metric(admin, "gatekeeper_buffered_body_bytes ").await == 0.0 },
+    )
+    .await;
     let big = padded_form(&env.sim.mint(CAPTCHA_ID), 40 * 1024);
     let answer = client.post_form(&env.https_url("/login"), big).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
@@ -833,7 +844,12 @@ async fn at_most_four_streams_of_one_http2_connection_buffer_a_gated_body_at_onc
     };
     let (one, one_conn) = h2_connection().await;
     let streams: Vec<_> = (0..6).map(|_| stalled(&one)).collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until_async(
+        "four buffering streams",
+        Duration::from_secs(10),
+        || async { buffered().await >= 4 * RESERVED },
+    )
+    .await;
     assert_eq!(
         buffered().await,
         4 * RESERVED,
@@ -842,7 +858,12 @@ async fn at_most_four_streams_of_one_http2_connection_buffer_a_gated_body_at_onc
     // Another connection has places of its own.
     let (two, two_conn) = h2_connection().await;
     let other = stalled(&two);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until_async(
+        "a fifth buffering stream",
+        Duration::from_secs(10),
+        || async { buffered().await > 4 * RESERVED },
+    )
+    .await;
     assert_eq!(buffered().await, 5 * RESERVED);
     for task in streams.into_iter().chain([other]) {
         task.abort();
@@ -850,7 +871,11 @@ async fn at_most_four_streams_of_one_http2_connection_buffer_a_gated_body_at_onc
     one_conn.abort();
     two_conn.abort();
     drop((one, two));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(buffered().await, 0, "reservations outlived their streams");
+    wait_until_async(
+        "the reservations to come back",
+        Duration::from_secs(10),
+        || async { buffered().await == 0 },
+    )
+    .await;
     env.shutdown().await;
 }

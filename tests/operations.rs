@@ -138,7 +138,7 @@ async fn readyz_flips_during_drain_while_a_slow_request_finishes() {
     let client = Arc::new(env.client(false));
     let url = env.https_url("/slow/1500");
     let slow = tokio::spawn(async move { client.get(&url).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.upstream.arrivals(1).await;
     let server = env.server.take().unwrap();
     let draining = tokio::spawn(server.shutdown(Duration::from_secs(10)));
 
@@ -419,7 +419,7 @@ async fn sigterm_lets_a_slow_request_finish_then_exits_0() {
     let client = plain();
     let url = format!("http://127.0.0.1:{}/slow/1500", m.port);
     let slow = tokio::spawn(async move { get(&client, &url).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    upstream.arrivals(1).await;
     signal(m.process.pid(), "-TERM");
     let (status, body) = slow
         .await

@@ -89,20 +89,25 @@ impl Breaker {
 mod tests {
     use super::*;
 
+    /// Moves the breaker's clock `by` forward, as if that much time had passed.
+    fn advance(b: &mut Breaker, by: Duration) {
+        b.epoch = b.epoch.checked_sub(by).expect("the clock starts later");
+    }
+
     #[test]
     fn opens_after_repeated_failures_and_a_probe_closes_it() {
-        let b = Breaker::new(3, Duration::from_millis(50));
+        let mut b = Breaker::new(3, Duration::from_millis(50));
         for _ in 0..3 {
             assert_eq!(b.permit(), Permit::Call);
             b.failure(Permit::Call);
         }
         assert_eq!(b.permit(), Permit::Refused);
-        std::thread::sleep(Duration::from_millis(60));
+        advance(&mut b, Duration::from_millis(60));
         assert_eq!(b.permit(), Permit::Probe);
         assert_eq!(b.permit(), Permit::Refused, "only one probe at a time");
         b.failure(Permit::Probe);
         assert_eq!(b.permit(), Permit::Refused, "a failed probe reopens");
-        std::thread::sleep(Duration::from_millis(60));
+        advance(&mut b, Duration::from_millis(60));
         assert_eq!(b.permit(), Permit::Probe);
         b.success();
         assert_eq!(b.permit(), Permit::Call);

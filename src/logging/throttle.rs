@@ -253,8 +253,13 @@ mod tests {
         for i in 0..50 {
             throttled!(tracing::warn!(attempt = i, "dependency down"));
         }
-        tokio::time::sleep(INTERVAL + Duration::from_millis(300)).await;
-        let text = String::from_utf8(lines.0.lock().expect("lines").clone()).expect("utf-8");
+        // The count is reported when the interval ends: wait for its line.
+        let text = || String::from_utf8_lossy(&lines.0.lock().expect("lines")).into_owned();
+        let deadline = tokio::time::Instant::now() + INTERVAL * 5;
+        while !text().contains("suppressed=") && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let text = text();
         let logged: Vec<&str> = text.lines().collect();
         assert_eq!(logged.len(), 2, "{text}");
         assert!(logged[0].contains("dependency down") && logged[0].contains("attempt=0"));

@@ -248,13 +248,20 @@ mod tests {
         );
     }
 
+    /// Moves the store's clock `by` forward, as if that much time had passed.
+    fn advance(store: &mut Arc<MemoryStore>, by: Duration) {
+        let store = Arc::get_mut(store).expect("the test holds the only handle");
+        store.epoch = store.epoch.checked_sub(by).expect("the clock starts later");
+    }
+
     #[test]
     fn expired_entries_can_be_claimed_again_and_are_swept() {
-        let store = MemoryStore::new(Duration::from_secs(1), 10);
+        let mut store = MemoryStore::new(Duration::from_secs(1), 10);
         assert_eq!(store.claim_now(key(7)).ok(), Some(Claim::Fresh));
         assert_eq!(store.claim_now(key(8)).ok(), Some(Claim::Fresh));
         store.record_now(key(7), LotState::Passed);
-        std::thread::sleep(Duration::from_millis(2100));
+        assert_eq!(store.peek(key(7)), Some(LotState::Passed));
+        advance(&mut store, Duration::from_millis(2100));
         assert_eq!(store.peek(key(7)), None);
         assert_eq!(
             store.claim_now(key(7)).ok(),
@@ -267,10 +274,11 @@ mod tests {
 
     #[test]
     fn a_full_store_sweeps_expired_entries_before_refusing() {
-        let store = MemoryStore::new(Duration::from_secs(1), 2);
+        let mut store = MemoryStore::new(Duration::from_secs(1), 2);
         assert!(store.claim_now(key(1)).is_ok());
         assert!(store.claim_now(key(2)).is_ok());
-        std::thread::sleep(Duration::from_millis(2100));
+        assert!(matches!(store.claim_now(key(3)), Err(StoreError::Full(2))));
+        advance(&mut store, Duration::from_millis(2100));
         assert_eq!(
             store.claim_now(key(3)).ok(),
             Some(Claim::Fresh),

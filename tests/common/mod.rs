@@ -88,6 +88,9 @@ pub struct Recorded {
 pub struct Upstream {
     pub addr: SocketAddr,
     pub received: Arc<Mutex<Vec<Recorded>>>,
+    /// How many requests have reached the handler, counted as each arrives
+    /// (before `/slow/` waits or a body is read).
+    arrived: tokio::sync::watch::Receiver<usize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -103,14 +106,19 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let received: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let rec = received.clone();
+        let (arrival, arrived) = tokio::sync::watch::channel(0usize);
+        let arrival = Arc::new(arrival);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let rec = rec.clone();
+                let (rec, arrival) = (rec.clone(), arrival.clone());
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| upstream_handle(req, rec.clone()));
+                    let svc = service_fn(move |req| {
+                        arrival.send_modify(|n| *n += 1);
+                        upstream_handle(req, rec.clone())
+                    });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
                         .with_upgrades()
@@ -121,7 +129,22 @@ impl Upstream {
         Self {
             addr,
             received,
+            arrived,
             task,
+        }
+    }
+
+    /// Waits until `n` requests in all have arrived (a slow one is then in
+    /// flight); panics after 10 s.
+    pub async fn arrivals(&self, n: usize) {
+        let mut arrived = self.arrived.clone();
+        let reached = tokio::time::timeout(Duration::from_secs(10), arrived.wait_for(|a| *a >= n));
+        match reached.await {
+            Ok(Ok(_)) => {}
+            _ => panic!(
+                "the upstream saw {} of {n} requests",
+                *self.arrived.borrow()
+            ),
         }
     }
 
@@ -219,6 +242,55 @@ async fn upstream_handle(
         .body(Full::new(Bytes::from("upstream ok")))
         .unwrap();
     Ok(resp)
+}
+
+// ---------------------------------------------------------------- waiting
+
+/// Polls `cond` every 10 ms until it holds; panics naming `what` once
+/// `within` has passed. For states no component announces.
+pub async fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {within:?} for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// [`wait_until`] for a condition that must itself wait (a scrape, a request).
+pub async fn wait_until_async<F, Fut>(what: &str, within: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {within:?} for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The value of the first /metrics sample whose line starts with `series`
+/// (a name, or a name with its labels), 0 when there is none.
+pub async fn metric(admin: SocketAddr, series: &str) -> f64 {
+    let text = raw_exchange(
+        admin,
+        b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let rest = l.strip_prefix(series)?;
+            rest.rsplit(' ').next()?.trim().parse::<f64>().ok()
+        })
+        .unwrap_or(0.0)
 }
 
 // ---------------------------------------------------------------- simulator
