@@ -6,11 +6,11 @@ use std::ops::Range;
 
 use serde_spanned::Spanned;
 
-use super::load::Loader;
+use super::load::Validator;
 use super::raw;
 use super::{ReplayStoreKind, TlsFiles};
 
-impl Loader<'_, '_> {
+impl Validator<'_, '_> {
     pub(super) fn tls(
         &mut self,
         raw: Option<&Spanned<raw::RawTls>>,
@@ -18,8 +18,9 @@ impl Loader<'_, '_> {
     ) -> Option<TlsFiles> {
         let Some(raw) = raw else {
             if https {
-                self.report
-                    .file("server.https is set but there is no [tls] section with cert and key");
+                self.report.whole_file(
+                    "server.https is set but there is no [tls] section with cert and key",
+                );
             }
             return None;
         };

@@ -18,7 +18,7 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
         Ok(text) => parse_str(&text, path),
         Err(e) => {
             let mut report = Report::new(path, "");
-            report.file(format!("cannot read: {e}"));
+            report.whole_file(format!("cannot read: {e}"));
             Err(report.into_error())
         }
     }
@@ -44,11 +44,11 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
     };
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut config = Loader {
+    let mut config = Validator {
         report: &mut report,
         base,
     }
-    .config(raw, path);
+    .validate(raw, path);
     config.hash = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())[..8]);
     report.finish(config)
 }
@@ -57,14 +57,14 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
 /// and carrying on with a default so one run finds them all. Its methods
 /// live in `values.rs` (one value), `sections.rs`, `external.rs` and
 /// `routes.rs` (whole sections).
-pub(super) struct Loader<'r, 'a> {
+pub(super) struct Validator<'r, 'a> {
     pub(super) report: &'r mut Report<'a>,
     /// The config file's directory: relative paths are resolved against it.
     pub(super) base: PathBuf,
 }
 
-impl Loader<'_, '_> {
-    fn config(&mut self, raw: RawConfig, path: &Path) -> Config {
+impl Validator<'_, '_> {
+    fn validate(&mut self, raw: RawConfig, path: &Path) -> Config {
         let server = self.server(&raw.server);
         let tls = self.tls(raw.tls.as_ref(), server.https.is_some());
         let upstream = self.upstream(raw.upstream.as_ref());

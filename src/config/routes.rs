@@ -10,11 +10,11 @@ use serde_spanned::Spanned;
 
 use crate::routing::NormalPath;
 
-use super::load::Loader;
-use super::raw::{self, OneOrMany};
+use super::load::Validator;
+use super::raw::{self, CaptchaNames};
 use super::{Captcha, Methods, OnError, PathMatch, PathRules, Route};
 
-impl Loader<'_, '_> {
+impl Validator<'_, '_> {
     pub(super) fn routes(
         &mut self,
         raw: &[Spanned<raw::RawRoute>],
@@ -156,7 +156,7 @@ impl Loader<'_, '_> {
 
     fn route_captchas(
         &mut self,
-        raw: Option<&Spanned<OneOrMany>>,
+        raw: Option<&Spanned<CaptchaNames>>,
         captchas: &BTreeMap<String, Arc<Captcha>>,
         route_span: Range<usize>,
     ) -> Vec<Arc<Captcha>> {
@@ -177,8 +177,8 @@ impl Loader<'_, '_> {
             };
         };
         let names: Vec<&String> = match raw.get_ref() {
-            OneOrMany::One(n) => vec![n],
-            OneOrMany::Many(list) => list.iter().collect(),
+            CaptchaNames::One(n) => vec![n],
+            CaptchaNames::Many(list) => list.iter().collect(),
         };
         if names.is_empty() {
             self.error(raw.span(), "captcha must name at least one [captcha.NAME]");

@@ -12,7 +12,7 @@ use http::Uri;
 use ipnet::IpNet;
 use serde_spanned::Spanned;
 
-use super::load::Loader;
+use super::load::Validator;
 use super::raw;
 use super::{
     Captcha, CaptchaKey, EncodedSlash, GeetestConfig, Limits, OnError, OnStoreError, PathRules,
@@ -22,7 +22,7 @@ use super::{
 /// Clock skew allowed on top of `max_token_age` when sizing the replay TTL.
 const CLOCK_SKEW: Duration = Duration::from_secs(60);
 
-impl Loader<'_, '_> {
+impl Validator<'_, '_> {
     pub(super) fn server(&mut self, raw: &raw::RawServer) -> ServerConfig {
         let https = self.socket_addr(raw.https.as_ref(), "server.https");
         let http = self.socket_addr(raw.http.as_ref(), "server.http");
@@ -66,8 +66,9 @@ impl Loader<'_, '_> {
             }
         }
         if raw.https.is_none() && raw.http.is_none() {
-            self.report
-                .file("[server] needs https or http (or both): there is nothing to listen on");
+            self.report.whole_file(
+                "[server] needs https or http (or both): there is nothing to listen on",
+            );
         }
         let mut trusted_proxies = Vec::new();
         for net in raw.trusted_proxies.iter().flat_map(|list| list.get_ref()) {
@@ -93,7 +94,7 @@ impl Loader<'_, '_> {
         match raw.map(|r| (r.span(), &r.get_ref().url)) {
             None => self
                 .report
-                .file("[upstream] is required, with url = \"http://HOST:PORT\""),
+                .whole_file("[upstream] is required, with url = \"http://HOST:PORT\""),
             Some((span, None)) => self.error(span, "[upstream] needs url = \"http://HOST:PORT\""),
             Some((_, Some(u))) => {
                 if let Some(parsed) = self.base_url(u, "upstream.url") {
@@ -333,7 +334,7 @@ impl Loader<'_, '_> {
             );
             match raw.ttl.as_ref().map(Spanned::span).or(token_age_span) {
                 Some(span) => self.error(span, message),
-                None => self.report.file(message),
+                None => self.report.whole_file(message),
             }
         }
         ReplayConfig {

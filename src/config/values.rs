@@ -9,7 +9,7 @@ use serde_spanned::Spanned;
 
 use super::OnError;
 use super::bounds::{self, Bound};
-use super::load::Loader;
+use super::load::Validator;
 use super::raw::RawSize;
 
 /// Parses a duration as `humantime` does (`"250ms"`, `"1h 30m"`), after
@@ -41,7 +41,7 @@ fn format_size(bytes: u64) -> String {
         )
 }
 
-impl Loader<'_, '_> {
+impl Validator<'_, '_> {
     pub(super) fn duration(
         &mut self,
         value: Option<&Spanned<String>>,
