@@ -79,7 +79,7 @@ impl<'a> Report<'a> {
     }
 
     /// A problem with the file as a whole (no position).
-    pub(crate) fn file(&mut self, message: impl Into<String>) {
+    pub(crate) fn whole_file(&mut self, message: impl Into<String>) {
         self.diagnostics.push(Diagnostic {
             file: self.file.to_owned(),
             line: 0,

@@ -1,17 +1,27 @@
 //! Configuration: the validated, runtime form of `gatekeeper.toml`.
 //!
-//! `raw.rs` mirrors the file with serde (every key spanned, unknown keys refused);
-//! `load.rs` turns it into the types below with `TryFrom`-style validation, so an
-//! invalid file is refused, with `FILE:LINE:COL`, before anything listens.
+//! `raw.rs` mirrors the file with serde (every key spanned); `load.rs` turns it
+//! into the types below with `TryFrom`-style validation, so an invalid file is
+//! refused, with `FILE:LINE:COL`, before anything listens. The checks, in the
+//! order `load.rs` runs them: `unknown_keys.rs` (keys `raw.rs` does not know),
+//! then per section `sections.rs`, `external.rs` (what a value names outside
+//! the file: PEM files, captcha keys, the Redis URL) and `routes.rs`, all built
+//! on `values.rs` (one value, within its range from `bounds.rs`).
 
 mod bounds;
 mod diagnostic;
+mod external;
 mod load;
 mod raw;
+mod routes;
+mod sections;
 mod summary;
+mod unknown_keys;
+mod values;
 
 pub use diagnostic::{ConfigError, Diagnostic};
-pub use load::{load_file, parse_duration, parse_str};
+pub use load::{load_file, parse_str};
+pub use values::parse_duration;
 
 use std::collections::BTreeMap;
 use std::fmt;

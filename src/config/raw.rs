@@ -1,5 +1,5 @@
 //! The file as written: every value spanned so a problem can be located.
-//! Unknown keys are found separately (`load::unknown_keys`), so that one run
+//! Unknown keys are found separately (`unknown_keys.rs`), so that one run
 //! reports all of them along with every bad value.
 
 use std::collections::BTreeMap;
@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
-type S<T> = Option<Spanned<T>>;
+/// A key that may be absent; when present, with where it was written.
+type OptSpanned<T> = Option<Spanned<T>>;
 
 /// The known keys of each table, for unknown-key errors and suggestions.
 pub(super) const TOP: &[&str] = &[
@@ -71,8 +72,8 @@ pub(super) const ROUTE: &[&str] = &[
 pub(super) struct RawConfig {
     #[serde(default)]
     pub server: RawServer,
-    pub tls: S<RawTls>,
-    pub upstream: S<RawUpstream>,
+    pub tls: OptSpanned<RawTls>,
+    pub upstream: OptSpanned<RawUpstream>,
     #[serde(default)]
     pub limits: RawLimits,
     #[serde(default)]
@@ -83,7 +84,7 @@ pub(super) struct RawConfig {
     pub captcha: BTreeMap<String, Spanned<RawCaptcha>>,
     #[serde(default)]
     pub replay: RawReplay,
-    pub throttle: S<RawThrottle>,
+    pub throttle: OptSpanned<RawThrottle>,
     #[serde(default)]
     pub route: Vec<Spanned<RawRoute>>,
 }
@@ -91,33 +92,33 @@ pub(super) struct RawConfig {
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawThrottle {
     /// "N/s", "N/m" or "N/h": refused proofs forgiven per unit of time.
-    pub rate: S<String>,
-    pub burst: S<i64>,
-    pub max_clients: S<i64>,
+    pub rate: OptSpanned<String>,
+    pub burst: OptSpanned<i64>,
+    pub max_clients: OptSpanned<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawServer {
-    pub https: S<String>,
-    pub http: S<String>,
-    pub admin: S<String>,
-    pub trusted_proxies: S<Vec<Spanned<String>>>,
-    pub shutdown_timeout: S<String>,
-    pub log_level: S<String>,
-    pub workers: S<i64>,
+    pub https: OptSpanned<String>,
+    pub http: OptSpanned<String>,
+    pub admin: OptSpanned<String>,
+    pub trusted_proxies: OptSpanned<Vec<Spanned<String>>>,
+    pub shutdown_timeout: OptSpanned<String>,
+    pub log_level: OptSpanned<String>,
+    pub workers: OptSpanned<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawTls {
-    pub cert: S<String>,
-    pub key: S<String>,
+    pub cert: OptSpanned<String>,
+    pub key: OptSpanned<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawUpstream {
-    pub url: S<String>,
-    pub connect_timeout: S<String>,
-    pub timeout: S<String>,
+    pub url: OptSpanned<String>,
+    pub connect_timeout: OptSpanned<String>,
+    pub timeout: OptSpanned<String>,
 }
 
 /// A size: `"1MiB"` or a number of bytes.
@@ -130,68 +131,68 @@ pub(super) enum RawSize {
 
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawLimits {
-    pub max_body: S<RawSize>,
-    pub header_read_timeout: S<String>,
-    pub handshake_timeout: S<String>,
-    pub idle_timeout: S<String>,
-    pub max_connections: S<i64>,
-    pub body_idle_timeout: S<String>,
-    pub max_buffered_bodies: S<RawSize>,
-    pub max_connections_per_address: S<i64>,
-    pub max_gated_per_address: S<i64>,
+    pub max_body: OptSpanned<RawSize>,
+    pub header_read_timeout: OptSpanned<String>,
+    pub handshake_timeout: OptSpanned<String>,
+    pub idle_timeout: OptSpanned<String>,
+    pub max_connections: OptSpanned<i64>,
+    pub body_idle_timeout: OptSpanned<String>,
+    pub max_buffered_bodies: OptSpanned<RawSize>,
+    pub max_connections_per_address: OptSpanned<i64>,
+    pub max_gated_per_address: OptSpanned<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawPaths {
-    pub encoded_slash: S<String>,
-    pub merge_slashes: S<bool>,
+    pub encoded_slash: OptSpanned<String>,
+    pub merge_slashes: OptSpanned<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawGeetest {
-    pub api_server: S<String>,
-    pub api_servers: S<Vec<Spanned<String>>>,
-    pub breaker_failures: S<i64>,
-    pub breaker_cooldown: S<String>,
-    pub timeout: S<String>,
-    pub on_error: S<String>,
-    pub max_token_age: S<String>,
+    pub api_server: OptSpanned<String>,
+    pub api_servers: OptSpanned<Vec<Spanned<String>>>,
+    pub breaker_failures: OptSpanned<i64>,
+    pub breaker_cooldown: OptSpanned<String>,
+    pub timeout: OptSpanned<String>,
+    pub on_error: OptSpanned<String>,
+    pub max_token_age: OptSpanned<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawCaptcha {
-    pub id: S<String>,
-    pub key: S<String>,
-    pub key_env: S<String>,
-    pub key_file: S<String>,
+    pub id: OptSpanned<String>,
+    pub key: OptSpanned<String>,
+    pub key_env: OptSpanned<String>,
+    pub key_file: OptSpanned<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawReplay {
-    pub store: S<String>,
-    pub ttl: S<String>,
-    pub max_entries: S<i64>,
-    pub key_prefix: S<String>,
-    pub on_store_error: S<String>,
-    pub timeout: S<String>,
+    pub store: OptSpanned<String>,
+    pub ttl: OptSpanned<String>,
+    pub max_entries: OptSpanned<i64>,
+    pub key_prefix: OptSpanned<String>,
+    pub on_store_error: OptSpanned<String>,
+    pub timeout: OptSpanned<String>,
 }
 
 /// `captcha = "login"` or `captcha = ["login", "signup"]`.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-pub(super) enum OneOrMany {
+pub(super) enum CaptchaNames {
     One(String),
     Many(Vec<String>),
 }
 
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawRoute {
-    pub path: S<String>,
-    pub prefix: S<String>,
-    pub host: S<String>,
-    pub methods: S<Vec<Spanned<String>>>,
-    pub captcha: S<OneOrMany>,
-    pub on_error: S<String>,
-    pub reject_redirect: S<String>,
-    pub strict: S<bool>,
+    pub path: OptSpanned<String>,
+    pub prefix: OptSpanned<String>,
+    pub host: OptSpanned<String>,
+    pub methods: OptSpanned<Vec<Spanned<String>>>,
+    pub captcha: OptSpanned<CaptchaNames>,
+    pub on_error: OptSpanned<String>,
+    pub reject_redirect: OptSpanned<String>,
+    pub strict: OptSpanned<bool>,
 }

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use humantime::format_duration as d;
+use humantime::format_duration;
 
 use super::{Config, EncodedSlash, Methods, OnError, PathMatch, ReplayStoreKind};
 
@@ -34,8 +34,8 @@ impl Config {
             out,
             "upstream: {} (connect {}, timeout {})",
             u.url,
-            d(u.connect_timeout),
-            d(u.timeout)
+            format_duration(u.connect_timeout),
+            format_duration(u.timeout)
         );
         let g = &self.geetest;
         let _ = writeln!(
@@ -46,9 +46,9 @@ impl Config {
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(", then "),
-            d(g.timeout),
-            on_error(g.on_error),
-            d(g.max_token_age)
+            format_duration(g.timeout),
+            on_error_name(g.on_error),
+            format_duration(g.max_token_age)
         );
         for c in self.captchas.values() {
             let _ = writeln!(out, "captcha {}: id {}", c.name, c.id);
@@ -60,7 +60,7 @@ impl Config {
         let _ = writeln!(
             out,
             "replay: {store}, ttl {}, max {} entries",
-            d(self.replay.ttl),
+            format_duration(self.replay.ttl),
             self.replay.max_entries
         );
         if let Some(t) = &self.throttle {
@@ -118,14 +118,14 @@ impl Config {
                 methods,
                 r.origin,
                 names.join(","),
-                on_error(r.on_error)
+                on_error_name(r.on_error)
             );
         }
         out.trim_end().to_owned()
     }
 }
 
-fn on_error(o: OnError) -> &'static str {
+fn on_error_name(o: OnError) -> &'static str {
     match o {
         OnError::Allow => "allow",
         OnError::Deny => "deny",
