@@ -96,6 +96,10 @@ async function open(name, locale) {
 
 // A real mouse drag of the slider handle, released at `fraction` of the track.
 async function drag(page, scope, fraction) {
+  // After a short release the handle glides back for 250 ms; a box read
+  // mid-glide puts the press beside the handle on a loaded machine.
+  await page.waitForFunction((s) => !document.querySelector(`${s} .gt4-snap`), scope);
+  await page.locator(`${scope} .gt4-handle`).hover();
   const handle = await page.locator(`${scope} .gt4-handle`).boundingBox();
   const track = await page.locator(`${scope} .gt4-track`).boundingBox();
   const x = handle.x + handle.width / 2, y = handle.y + handle.height / 2;
