@@ -21,10 +21,18 @@ Examples:
   gatekeeper sim --listen 127.0.0.1:9000                 an offline GeeTest for development
   gatekeeper demo                                        the whole thing, offline, on https://localhost:8443";
 
+/// `gatekeeper 0.1.0 (commit 1a2b3c4d5e6f)`: the commit is set by build.rs.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("GATEKEEPER_COMMIT"),
+    ")"
+);
+
 /// A TLS-terminating reverse proxy that puts GeeTest CAPTCHA v4 in front of
 /// an application that cannot be changed.
 #[derive(Parser)]
-#[command(version, about, after_help = EXAMPLES, args_conflicts_with_subcommands = true)]
+#[command(version = VERSION, about, after_help = EXAMPLES, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

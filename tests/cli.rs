@@ -134,7 +134,19 @@ fn check_names_a_missing_file() {
 #[test]
 fn version_and_help_with_examples() {
     let out = gatekeeper().arg("--version").output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("gatekeeper "));
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert!(version.starts_with("gatekeeper "), "{version}");
+    // The commit the binary was built from, as `git` names it here.
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head.stdout);
+    assert!(
+        version.contains(&format!("(commit {})", head.trim())),
+        "{version} names no commit {head}"
+    );
     let out = gatekeeper().arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(
