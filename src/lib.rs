@@ -23,6 +23,7 @@
 //! [`demo`] runs the whole product offline in one process.
 
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod gate;
 pub mod geetest;

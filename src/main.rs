@@ -46,6 +46,10 @@ enum Command {
     Run(RunArgs),
     /// Validate a configuration without binding anything; exit 2 on errors.
     Check(ConfigArg),
+    /// Check a configuration, then have the running process load it and
+    /// report its verdict: exit 2 if the file is wrong, 1 if the process
+    /// refused it (systemd's ExecReload).
+    Reload(ReloadArgs),
     /// Run the offline GeeTest v4 simulator.
     Sim(gatekeeper::sim::SimArgs),
     /// Run the offline demo: simulator, a legacy app, and gatekeeper in front.
@@ -62,6 +66,18 @@ struct ConfigArg {
         default_value = "gatekeeper.toml"
     )]
     config: PathBuf,
+}
+
+#[derive(Args)]
+struct ReloadArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The running gatekeeper's process id (systemd: $MAINPID).
+    #[arg(long)]
+    pid: i32,
+    /// How long to wait for the running process's verdict.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    wait: std::time::Duration,
 }
 
 #[derive(Args)]
@@ -107,6 +123,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check(arg)) => check(&arg.config),
+        Some(Command::Reload(args)) => reload(&args),
         Some(Command::Run(args)) => run(args),
         Some(Command::Sim(args)) => run_tool("sim", gatekeeper::sim::run(args)),
         Some(Command::Demo(args)) => run_tool("demo", gatekeeper::demo::run(args)),
@@ -124,6 +141,25 @@ fn run_tool<E: std::fmt::Display>(
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("gatekeeper {name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn reload(args: &ReloadArgs) -> ExitCode {
+    let path = &args.config.config;
+    let asked = gatekeeper::control::reload(path, args.pid, args.wait);
+    match block_on(tokio::runtime::Builder::new_current_thread(), asked) {
+        Ok(message) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+        Err(gatekeeper::control::ReloadError::Invalid(e)) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("gatekeeper reload: {e}");
             ExitCode::FAILURE
         }
     }

@@ -570,3 +570,79 @@ async fn sighups_under_gated_load_open_no_new_validate_connections() {
         "a reload opened new validate connections"
     );
 }
+
+/// `gatekeeper reload` (systemd's ExecReload) checks the file, signals the
+/// running process and reports that process's own verdict: a wrong file is
+/// never sent, and a reload the process refuses fails the command.
+#[tokio::test]
+async fn gatekeeper_reload_reports_the_running_processs_verdict() {
+    let upstream = Upstream::start().await;
+    let sim = Sim::start().await;
+    let certs = TestCerts::new();
+    let (port, admin) = (free_port(), free_port());
+    let path = certs.dir.path().join("gatekeeper.toml");
+    let text = managed_text(
+        &certs,
+        &upstream,
+        &sim,
+        port,
+        "[[route]]\npath = \"/login\"\n",
+    )
+    .replace(
+        "admin = \"127.0.0.1:0\"",
+        &format!("admin = \"127.0.0.1:{admin}\""),
+    );
+    std::fs::write(&path, &text).unwrap();
+    let process = Process::spawn(&path, port, &[]);
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let reload = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
+            .args(["reload", "-c"])
+            .arg(&path)
+            .args(["--pid", &process.pid().to_string()])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), said)
+    };
+    let client = plain();
+    let open = format!("http://127.0.0.1:{port}/open");
+    assert_eq!(get(&client, &open).await.unwrap().0, StatusCode::OK);
+
+    // A good change: exit 0 once the process has taken it.
+    std::fs::write(
+        &path,
+        text.clone() + "\n[[route]]\npath = \"/open\"\nmethods = [\"GET\"]\n",
+    )
+    .unwrap();
+    let (code, said) = reload();
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("reloaded by process"), "{said}");
+    assert_eq!(get(&client, &open).await.unwrap().0, StatusCode::FORBIDDEN);
+
+    // A wrong file: exit 2 with FILE:LINE, and the process is not asked.
+    let failures = "gatekeeper_config_reloads_total{result=\"failure\"}";
+    std::fs::write(&path, text.clone() + "bogus = 1\n").unwrap();
+    let (code, said) = reload();
+    assert_eq!(code, Some(2), "{said}");
+    assert!(
+        said.contains("gatekeeper.toml:") && said.contains("bogus"),
+        "{said}"
+    );
+    assert_eq!(metric(admin, failures).await, 0.0);
+
+    // A file that checks but that the process cannot apply (its new port is
+    // taken): exit 1, and the old configuration keeps serving.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let moved = text.replace(
+        &format!("http = \"127.0.0.1:{port}\""),
+        &format!("http = \"{}\"", taken.local_addr().unwrap()),
+    );
+    std::fs::write(&path, moved).unwrap();
+    let (code, said) = reload();
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("refused the new configuration"), "{said}");
+    assert_eq!(metric(admin, failures).await, 1.0);
+    assert_eq!(get(&client, &open).await.unwrap().0, StatusCode::FORBIDDEN);
+}
