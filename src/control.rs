@@ -1,3 +1,8 @@
+//! Talking to a running gatekeeper from the command line.
+//!
+//! `gatekeeper health` asks the admin listener whether the process is alive
+//! (or ready): a distroless image has no curl for a HEALTHCHECK.
+//!
 //! `gatekeeper reload`: checks the new configuration, then asks the running
 //! process to load it and waits for that process's own verdict. A plain
 //! `kill -HUP` reports success even when the running process keeps its old
@@ -81,10 +86,39 @@ pub async fn reload(path: &Path, pid: i32, wait: Duration) -> Result<String, Rel
     }
 }
 
+/// Which admin endpoint `health` asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// `/healthz`: the process answers.
+    Alive,
+    /// `/readyz`: it takes traffic (503 while draining).
+    Ready,
+}
+
+/// Asks the admin listener at `addr`; Ok with its answer when it is 200.
+pub async fn health(addr: SocketAddr, probe: Probe) -> Result<String, String> {
+    let path = match probe {
+        Probe::Alive => "/healthz",
+        Probe::Ready => "/readyz",
+    };
+    let (status, body) = admin_get(addr, path).await?;
+    let said = format!("{addr}{path}: {status} {}", body.trim());
+    if status == http::StatusCode::OK {
+        Ok(said)
+    } else {
+        Err(said)
+    }
+}
+
 async fn reloads(addr: SocketAddr) -> Result<Reloads, ReloadError> {
-    let text = get_metrics(addr)
-        .await
-        .map_err(|reason| ReloadError::Admin { addr, reason })?;
+    let text = match admin_get(addr, "/metrics").await {
+        Ok((status, text)) if status.is_success() => text,
+        Ok((status, _)) => {
+            let reason = format!("/metrics answered {status}");
+            return Err(ReloadError::Admin { addr, reason });
+        }
+        Err(reason) => return Err(ReloadError::Admin { addr, reason }),
+    };
     Ok(Reloads {
         success: sample(&text, "gatekeeper_config_reloads_total{result=\"success\"}"),
         failure: sample(&text, "gatekeeper_config_reloads_total{result=\"failure\"}"),
@@ -101,7 +135,8 @@ fn sample(text: &str, series: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn get_metrics(addr: SocketAddr) -> Result<String, String> {
+/// One GET to the admin listener: its status and text, within 5 s.
+async fn admin_get(addr: SocketAddr, path: &str) -> Result<(http::StatusCode, String), String> {
     let exchange = async {
         let tcp = tokio::net::TcpStream::connect(addr)
             .await
@@ -110,20 +145,19 @@ async fn get_metrics(addr: SocketAddr) -> Result<String, String> {
             .await
             .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
-        let req = http::Request::get("/metrics")
+        let req = http::Request::get(path)
             .header(http::header::HOST, addr.to_string())
             .body(Empty::<Bytes>::new())
             .map_err(|e| e.to_string())?;
         let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        if !resp.status().is_success() {
-            return Err(format!("/metrics answered {}", resp.status()));
-        }
+        let status = resp.status();
         let body = resp
             .into_body()
             .collect()
             .await
             .map_err(|e| e.to_string())?;
-        String::from_utf8(body.to_bytes().to_vec()).map_err(|e| e.to_string())
+        let text = String::from_utf8(body.to_bytes().to_vec()).map_err(|e| e.to_string())?;
+        Ok((status, text))
     };
     tokio::time::timeout(Duration::from_secs(5), exchange)
         .await

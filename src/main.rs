@@ -50,6 +50,9 @@ enum Command {
     /// report its verdict: exit 2 if the file is wrong, 1 if the process
     /// refused it (systemd's ExecReload).
     Reload(ReloadArgs),
+    /// Ask the admin listener whether gatekeeper is alive (or ready): exit 0
+    /// if so, 1 if not. For a container's HEALTHCHECK (the image has no curl).
+    Health(HealthArgs),
     /// Run the offline GeeTest v4 simulator.
     Sim(gatekeeper::sim::SimArgs),
     /// Run the offline demo: simulator, a legacy app, and gatekeeper in front.
@@ -78,6 +81,16 @@ struct ReloadArgs {
     /// How long to wait for the running process's verdict.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     wait: std::time::Duration,
+}
+
+#[derive(Args)]
+struct HealthArgs {
+    /// The admin listener (`[server] admin`).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9901")]
+    admin: std::net::SocketAddr,
+    /// Ask /readyz (503 while draining) instead of /healthz.
+    #[arg(long)]
+    ready: bool,
 }
 
 #[derive(Args)]
@@ -124,6 +137,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check(arg)) => check(&arg.config),
         Some(Command::Reload(args)) => reload(&args),
+        Some(Command::Health(args)) => health(&args),
         Some(Command::Run(args)) => run(args),
         Some(Command::Sim(args)) => run_tool("sim", gatekeeper::sim::run(args)),
         Some(Command::Demo(args)) => run_tool("demo", gatekeeper::demo::run(args)),
@@ -160,6 +174,26 @@ fn reload(args: &ReloadArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("gatekeeper reload: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn health(args: &HealthArgs) -> ExitCode {
+    use gatekeeper::control::Probe;
+    let probe = if args.ready {
+        Probe::Ready
+    } else {
+        Probe::Alive
+    };
+    let asked = gatekeeper::control::health(args.admin, probe);
+    match block_on(tokio::runtime::Builder::new_current_thread(), asked) {
+        Ok(said) => {
+            println!("{said}");
+            ExitCode::SUCCESS
+        }
+        Err(said) => {
+            eprintln!("gatekeeper health: {said}");
             ExitCode::FAILURE
         }
     }

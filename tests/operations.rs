@@ -646,3 +646,41 @@ async fn gatekeeper_reload_reports_the_running_processs_verdict() {
     assert_eq!(metric(admin, failures).await, 1.0);
     assert_eq!(get(&client, &open).await.unwrap().0, StatusCode::FORBIDDEN);
 }
+
+/// `gatekeeper health` is the image's HEALTHCHECK: exit 0 while the admin
+/// listener says alive (or ready), 1 when nothing answers.
+#[tokio::test]
+async fn gatekeeper_health_asks_the_admin_listener() {
+    let upstream = Upstream::start().await;
+    let sim = Sim::start().await;
+    let certs = TestCerts::new();
+    let (port, admin) = (free_port(), free_port());
+    let path = certs.dir.path().join("gatekeeper.toml");
+    let text = managed_text(&certs, &upstream, &sim, port, "").replace(
+        "admin = \"127.0.0.1:0\"",
+        &format!("admin = \"127.0.0.1:{admin}\""),
+    );
+    std::fs::write(&path, &text).unwrap();
+    let _process = Process::spawn(&path, port, &[]);
+    let health = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
+            .arg("health")
+            .args(args)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), said)
+    };
+    let addr = format!("127.0.0.1:{admin}");
+    let (code, said) = health(&["--admin", &addr]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("/healthz: 200"), "{said}");
+    let (code, said) = health(&["--admin", &addr, "--ready"]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("/readyz: 200"), "{said}");
+    let closed = format!("127.0.0.1:{}", free_port());
+    let (code, said) = health(&["--admin", &closed]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.starts_with("gatekeeper health:"), "{said}");
+}
