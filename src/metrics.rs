@@ -20,9 +20,15 @@
 //! | `gatekeeper_config_info` | gauge (1) | hash |
 //! | `gatekeeper_buffered_body_bytes` | gauge | |
 //! | `gatekeeper_connections_refused_total` | counter | kind |
+//! | `gatekeeper_build_info` | gauge (1) | version, commit |
+//! | `gatekeeper_config_last_reload_success_timestamp_seconds` | gauge | |
+//! | `process_*` (CPU, memory, threads, fds, start time) | | |
+
+mod process;
 
 use std::borrow::Cow;
-use std::time::Duration;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::Method;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -67,6 +73,12 @@ pub struct HashLabels {
     pub hash: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+    pub commit: &'static str,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -85,6 +97,9 @@ pub struct Metrics {
     /// Bytes of gated bodies reserved from `limits.max_buffered_bodies`.
     pub buffered_body_bytes: Gauge,
     pub connections_refused: Family<KindLabels, Counter>,
+    pub build_info: Family<BuildLabels, Gauge>,
+    /// Seconds since the epoch of the start, then of each successful reload.
+    pub last_reload_success: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -95,7 +110,10 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("gatekeeper");
+        // process_* carry no prefix, as in every Prometheus client library.
+        let mut root = Registry::default();
+        root.register_collector(Box::new(process::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("gatekeeper");
         // 1 ms to ~16 s.
         let latency = || Histogram::new(exponential_buckets(0.001, 2.0, 15));
         let m = Self {
@@ -113,8 +131,26 @@ impl Metrics {
             config_info: Family::default(),
             buffered_body_bytes: Gauge::default(),
             connections_refused: Family::default(),
+            build_info: Family::default(),
+            last_reload_success: Gauge::default(),
             registry: Registry::default(),
         };
+        m.build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                commit: env!("GATEKEEPER_COMMIT"),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "The running build: version and git commit (value 1)",
+            m.build_info.clone(),
+        );
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully (start or reload), in seconds since the epoch",
+            m.last_reload_success.clone(),
+        );
         registry.register(
             "requests",
             "Requests answered, by route (\"-\" when ungated), method and status",
@@ -185,7 +221,10 @@ impl Metrics {
             "Connections closed at accept, by kind (per_address)",
             m.connections_refused.clone(),
         );
-        Self { registry, ..m }
+        Self {
+            registry: root,
+            ..m
+        }
     }
 
     /// The text exposition (OpenMetrics), as served at `/metrics`.
@@ -214,7 +253,12 @@ impl Metrics {
             .inc();
     }
 
+    /// Records a configuration taken: its hash, and the time.
     pub fn set_config_hash(&self, hash: &str) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        self.last_reload_success.set(now.as_secs_f64());
         self.config_info.clear();
         self.config_info
             .get_or_create(&HashLabels {
@@ -277,6 +321,36 @@ mod tests {
             })
             .inc();
         let text = m.render();
+        let build = format!(
+            r#"gatekeeper_build_info{{version="{}",commit="{}"}} 1"#,
+            env!("CARGO_PKG_VERSION"),
+            env!("GATEKEEPER_COMMIT")
+        );
+        assert!(text.contains(&build), "{text}");
+        let reloaded = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("gatekeeper_config_last_reload_success_timestamp_seconds ")
+            })
+            .and_then(|v| v.parse::<f64>().ok());
+        assert!(reloaded.is_some_and(|t| t > 1.7e9), "{text}");
+        // CPU time may still read 0 in a fresh process; the rest cannot.
+        #[cfg(target_os = "linux")]
+        for (name, least) in [
+            ("process_cpu_seconds_total", 0.0),
+            ("process_resident_memory_bytes", 1.0),
+            ("process_open_fds", 1.0),
+            ("process_start_time_seconds", 1.7e9),
+        ] {
+            let value = text
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .and_then(|v| v.parse::<f64>().ok());
+            assert!(
+                value.is_some_and(|v| v >= least),
+                "{name} missing or too small:\n{text}"
+            );
+        }
         assert!(
             text.contains(r#"gatekeeper_requests_total{route="-",method="OTHER",status="200"} 1"#),
             "{text}"
@@ -298,6 +372,8 @@ mod tests {
             "config_info",
             "buffered_body_bytes",
             "connections_refused",
+            "build_info",
+            "config_last_reload_success_timestamp_seconds",
         ] {
             assert!(
                 text.contains(&format!("# HELP gatekeeper_{name}")),
