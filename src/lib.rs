@@ -22,6 +22,7 @@
 //! listens; [`sim`] is an offline GeeTest for development and tests, and
 //! [`demo`] runs the whole product offline in one process.
 
+pub mod challenge;
 pub mod config;
 pub mod demo;
 pub mod gate;
