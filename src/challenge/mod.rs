@@ -159,7 +159,25 @@ pub fn store_for(
 
 #[cfg(test)]
 mod tests {
-    use super::ChallengeId;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_store_follows_the_replay_store() {
+        let config = crate::config::parse_str(
+            "[server]\nhttp = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:9\"\n[replay]\nstore = \"redis://127.0.0.1:6379\"\nkey_prefix = \"fleet:\"\n",
+            std::path::Path::new("gatekeeper.toml"),
+        )
+        .expect("valid");
+        let shared = store_for(&config.challenge, &config.replay).expect("a store");
+        assert_eq!(format!("{shared:?}"), "RedisKeptStore(prefix \"fleet:\")");
+        let mut replay = config.replay.clone();
+        replay.store = ReplayStoreKind::Memory;
+        let local = store_for(&config.challenge, &replay).expect("a store");
+        assert!(format!("{local:?}").starts_with("MemoryKeptStore"));
+        assert_eq!(config.challenge.ttl, Duration::from_secs(600));
+    }
 
     #[test]
     fn ids_are_random_lowercase_hex_with_one_spelling() {

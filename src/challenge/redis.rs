@@ -21,8 +21,10 @@ use crate::config::ChallengeConfig;
 use crate::replay::BoxFuture;
 
 /// Drops expired ids from the index and their bytes from the total.
-/// KEYS: index, sizes, total.
+/// KEYS: index, sizes, total. `replicate_commands` lets a script write after
+/// `TIME` on Redis 3.2 to 4 (a no-op from 5 on).
 const PURGE: &str = r"
+redis.replicate_commands()
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)

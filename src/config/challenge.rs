@@ -148,7 +148,8 @@ path = "/comment"
     #[test]
     fn every_setting_is_read() {
         let dir = tempfile::tempdir().expect("a temp dir");
-        std::fs::write(dir.path().join("page.html"), "<p>{{message}}</p>{{widget}}").expect("written");
+        std::fs::write(dir.path().join("page.html"), "<p>{{message}}</p>{{widget}}")
+            .expect("written");
         let c = load(
             "challenge = false\n[challenge]\nttl = \"2m\"\nmax_entries = 5\nmax_bytes = \"2MiB\"\nwidget_url = \"http://127.0.0.1:8080/static/gt4.js\"\ntemplate = \"page.html\"\n",
             dir.path(),
