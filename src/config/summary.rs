@@ -66,9 +66,9 @@ impl Config {
         let c = &self.challenge;
         let _ = writeln!(
             out,
-            "challenge: keeps up to {} requests ({} bytes) for {}, widget {}{}",
+            "challenge: keeps up to {} requests ({}) for {}, widget {}{}",
             c.max_entries,
-            c.max_bytes,
+            super::values::format_size(c.max_bytes),
             format_duration(c.ttl),
             c.widget_url,
             if c.template.is_some() {
