@@ -18,10 +18,14 @@
 //!    [`proxy::headers::forwarding`]) and [`proxy::upstream`] forwards over
 //!    keep-alive connections from [`pool`]; bodies stream both ways.
 //!
+//! [`challenge`] keeps a browser's request that came without a proof while
+//! the person solves the captcha on gatekeeper's own page, then releases it.
+//!
 //! [`config`] turns the TOML file into validated types before anything
 //! listens; [`sim`] is an offline GeeTest for development and tests, and
 //! [`demo`] runs the whole product offline in one process.
 
+pub mod challenge;
 pub mod config;
 pub mod control;
 pub mod demo;

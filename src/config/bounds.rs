@@ -53,6 +53,11 @@ pub(super) fn duration(key: &str) -> Bound<Duration> {
             max: MONTH,
             why: "the store counts whole seconds and keeps every lot_number this long",
         },
+        "challenge.ttl" => Bound {
+            min: SEC,
+            max: DAY,
+            why: "a kept request (its body too) is held this long waiting for its proof",
+        },
         "replay.timeout" => wait(MINUTE, "the visitor's request waits for Redis"),
         _ => wait(MONTH, "no wait in gatekeeper needs more"),
     }
@@ -70,6 +75,10 @@ pub(super) fn size(key: &str) -> Bound<u64> {
         "limits.max_buffered_bodies" => (
             256 * GIB,
             "every gated body in flight is held in memory at once",
+        ),
+        "challenge.max_bytes" => (
+            256 * GIB,
+            "every kept request is held in memory (or Redis) until released or expired",
         ),
         _ => (GIB, "it is held in memory"),
     };
@@ -103,6 +112,10 @@ pub(super) fn count(key: &str) -> Bound<u64> {
             "a breaker that needs more never opens during an outage",
         ),
         "replay.max_entries" => count_to(100_000_000, "every entry is kept in memory"),
+        "challenge.max_entries" => count_to(
+            10_000_000,
+            "every kept request is held in memory (or Redis) until released or expired",
+        ),
         "throttle.burst" => count_to(1_000_000, "a larger burst throttles nothing"),
         "throttle.max_clients" => count_to(10_000_000, "every client's bucket is kept in memory"),
         _ => count_to(u64::from(u32::MAX), "no count in gatekeeper needs more"),

@@ -76,6 +76,7 @@ impl Validator<'_, '_> {
         let replay = self.replay(&raw.replay, geetest.max_token_age, token_age_span);
         let routes = self.routes(&raw.route, &captchas, geetest.on_error);
         let throttle = self.throttle(raw.throttle.as_ref());
+        let challenge = self.challenge(&raw.challenge, limits.max_body);
         Config {
             source: path.to_owned(),
             server,
@@ -88,6 +89,7 @@ impl Validator<'_, '_> {
             routes,
             replay,
             throttle,
+            challenge,
             hash: String::new(),
         }
     }

@@ -9,6 +9,7 @@
 //! on `values.rs` (one value, within its range from `bounds.rs`).
 
 mod bounds;
+mod challenge;
 mod diagnostic;
 mod external;
 mod load;
@@ -19,6 +20,7 @@ mod summary;
 mod unknown_keys;
 mod values;
 
+pub use challenge::{DEFAULT_WIDGET_URL, TEMPLATE_PLACEHOLDERS};
 pub use diagnostic::{ConfigError, Diagnostic};
 pub use load::{load_file, parse_str};
 pub use values::parse_duration;
@@ -53,6 +55,8 @@ pub struct Config {
     pub replay: ReplayConfig,
     /// Per-client throttle of refused proofs; `None` when `[throttle]` is absent.
     pub throttle: Option<ThrottleConfig>,
+    /// The challenge page that keeps a browser's request (`[challenge]`).
+    pub challenge: ChallengeConfig,
     /// SHA-256 of the file's text (hex, first 16 characters): which config is loaded.
     pub hash: String,
 }
@@ -180,6 +184,9 @@ pub struct Route {
     pub on_error: OnError,
     /// Browser form posts that are refused get `303 See Other` here.
     pub reject_redirect: Option<String>,
+    /// A browser's navigation without a proof gets the challenge page that
+    /// keeps its request, rather than the plain 403.
+    pub challenge: bool,
     /// A short label for logs and metrics: `[host]/path` or `[host]/prefix*`.
     pub origin: String,
 }
@@ -212,6 +219,20 @@ pub struct ReplayConfig {
     pub on_store_error: OnStoreError,
     /// Bound on each Redis command, connection included.
     pub timeout: Duration,
+}
+
+/// `[challenge]`: where and how long a browser's request waits for its proof.
+#[derive(Debug, Clone)]
+pub struct ChallengeConfig {
+    /// How long a kept request waits for its proof.
+    pub ttl: Duration,
+    /// Bounds of the kept-request store.
+    pub max_entries: usize,
+    pub max_bytes: u64,
+    /// The widget script: GeeTest's `gt4.js`, or the simulator's stand-in.
+    pub widget_url: Uri,
+    /// The page template's text, read at load (placeholders checked).
+    pub template: Option<Arc<str>>,
 }
 
 /// A token bucket per client address, charged by each refused proof.

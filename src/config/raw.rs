@@ -12,8 +12,17 @@ type OptSpanned<T> = Option<Spanned<T>>;
 
 /// The known keys of each table, for unknown-key errors and suggestions.
 pub(super) const TOP: &[&str] = &[
-    "server", "tls", "upstream", "limits", "paths", "geetest", "captcha", "replay", "throttle",
+    "server",
+    "tls",
+    "upstream",
+    "limits",
+    "paths",
+    "geetest",
+    "captcha",
+    "replay",
+    "throttle",
     "route",
+    "challenge",
 ];
 pub(super) const SERVER: &[&str] = &[
     "https",
@@ -57,7 +66,10 @@ pub(super) const REPLAY: &[&str] = &[
     "on_store_error",
     "timeout",
 ];
+pub(super) const CHALLENGE: &[&str] =
+    &["ttl", "max_entries", "max_bytes", "widget_url", "template"];
 pub(super) const ROUTE: &[&str] = &[
+    "challenge",
     "path",
     "prefix",
     "host",
@@ -87,6 +99,17 @@ pub(super) struct RawConfig {
     pub throttle: OptSpanned<RawThrottle>,
     #[serde(default)]
     pub route: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    pub challenge: RawChallenge,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawChallenge {
+    pub ttl: OptSpanned<String>,
+    pub max_entries: OptSpanned<i64>,
+    pub max_bytes: OptSpanned<RawSize>,
+    pub widget_url: OptSpanned<String>,
+    pub template: OptSpanned<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -195,4 +218,5 @@ pub(super) struct RawRoute {
     pub on_error: OptSpanned<String>,
     pub reject_redirect: OptSpanned<String>,
     pub strict: OptSpanned<bool>,
+    pub challenge: OptSpanned<bool>,
 }

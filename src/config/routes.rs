@@ -40,6 +40,7 @@ impl Validator<'_, '_> {
             let host = r.host.as_ref().and_then(|h| self.route_host(h));
             let methods = self.methods(r.methods.as_ref());
             let strict = r.strict.as_ref().is_some_and(|v| *v.get_ref());
+            let challenge = r.challenge.as_ref().is_none_or(|v| *v.get_ref());
             let route_captchas = self.route_captchas(r.captcha.as_ref(), captchas, span.clone());
             let on_error = self.on_error(r.on_error.as_ref(), "route.on_error", default_on_error);
             let reject_redirect = r.reject_redirect.as_ref().and_then(|v| {
@@ -69,6 +70,7 @@ impl Validator<'_, '_> {
                 captchas: route_captchas,
                 on_error,
                 reject_redirect,
+                challenge,
                 origin,
             };
             if let Some((_, other_line)) = routes.iter().find(|(other, _)| overlaps(other, &route))

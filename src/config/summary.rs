@@ -63,6 +63,20 @@ impl Config {
             format_duration(self.replay.ttl),
             self.replay.max_entries
         );
+        let c = &self.challenge;
+        let _ = writeln!(
+            out,
+            "challenge: keeps up to {} requests ({}) for {}, widget {}{}",
+            c.max_entries,
+            super::values::format_size(c.max_bytes),
+            format_duration(c.ttl),
+            c.widget_url,
+            if c.template.is_some() {
+                ", own template"
+            } else {
+                ""
+            }
+        );
         if let Some(t) = &self.throttle {
             let _ = writeln!(
                 out,

@@ -21,6 +21,7 @@ pub(super) fn report_unknown_keys(top: &DeTable<'_>, report: &mut Report<'_>) {
             "geetest" => raw::GEETEST,
             "replay" => raw::REPLAY,
             "throttle" => raw::THROTTLE,
+            "challenge" => raw::CHALLENGE,
             "captcha" => {
                 if let DeValue::Table(captchas) = value.get_ref() {
                     for (name, table) in captchas {

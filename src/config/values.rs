@@ -30,7 +30,7 @@ fn too_many_digits(text: &str) -> bool {
 }
 
 /// A size in bytes as a person would write it: `"1GiB"`, `"512KiB"`, `"10 bytes"`.
-fn format_size(bytes: u64) -> String {
+pub(super) fn format_size(bytes: u64) -> String {
     const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
     UNITS
         .iter()

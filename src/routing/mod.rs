@@ -117,6 +117,7 @@ mod tests {
             captchas: Vec::new(),
             on_error: OnError::Allow,
             reject_redirect: None,
+            challenge: true,
             origin: origin.to_owned(),
         }
     }

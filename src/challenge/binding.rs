@@ -1,0 +1,237 @@
+//! The cookie that binds a kept request to the browser that sent it: its
+//! value is an HMAC of the id, so another client that learns the id cannot
+//! release the request, and `SameSite=Strict` keeps another site from
+//! driving the release endpoint with the person's cookie.
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use http::HeaderMap;
+use http::header::{COOKIE, HeaderValue};
+use sha2::Sha256;
+
+use super::ChallengeId;
+use crate::config::Captcha;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Separates this use of the captcha keys from any other.
+const CONTEXT: &[u8] = b"gatekeeper challenge binding v1";
+
+#[derive(Clone)]
+pub struct Binding {
+    secret: [u8; 32],
+    max_age: u64,
+}
+
+impl std::fmt::Debug for Binding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Binding([redacted])")
+    }
+}
+
+impl Binding {
+    /// The secret is derived from every configured captcha (name, id and
+    /// key), not drawn at random: every instance of a fleet that shares the
+    /// config computes the same MAC, so a request kept by one instance can
+    /// be released through another. Changing a key voids pending cookies.
+    pub fn new<'a>(captchas: impl IntoIterator<Item = &'a Captcha>, ttl: Duration) -> Self {
+        let mut sorted: Vec<&Captcha> = captchas.into_iter().collect();
+        sorted.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut mac = mac_with(CONTEXT);
+        for c in sorted {
+            // Lengths first, so no two lists of keys feed the same bytes.
+            for part in [c.name.as_bytes(), c.id.as_bytes(), c.key.expose()] {
+                mac.update(&(part.len() as u64).to_be_bytes());
+                mac.update(part);
+            }
+        }
+        Self {
+            secret: mac.finalize().into_bytes().into(),
+            max_age: ttl.as_secs().max(1),
+        }
+    }
+
+    /// `__Host-` on HTTPS (only the exact host, over TLS, path /); a browser
+    /// refuses such a cookie over cleartext, so plain HTTP uses the bare name.
+    pub fn cookie_name(id: ChallengeId, https: bool) -> String {
+        let prefix = if https { "__Host-" } else { "" };
+        format!("{prefix}gatekeeper-{id}")
+    }
+
+    fn tag(&self, id: ChallengeId) -> HmacSha256 {
+        let mut mac = mac_with(&self.secret);
+        mac.update(&id.0);
+        mac
+    }
+
+    /// The cookie to set with the challenge page.
+    pub fn set_cookie(&self, id: ChallengeId, https: bool) -> HeaderValue {
+        let value = hex::encode(self.tag(id).finalize().into_bytes());
+        cookie(id, https, &value, self.max_age)
+    }
+
+    /// The cookie that clears it, once the request is released.
+    pub fn clear_cookie(id: ChallengeId, https: bool) -> HeaderValue {
+        cookie(id, https, "", 0)
+    }
+
+    /// Whether the request carries this id's cookie with the right MAC
+    /// (compared in constant time). Every `Cookie` header is read: HTTP/2
+    /// may split cookies into several.
+    pub fn verify(&self, id: ChallengeId, headers: &HeaderMap, https: bool) -> bool {
+        let name = Self::cookie_name(id, https);
+        let value = headers
+            .get_all(COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.trim());
+        let mut tag = [0u8; 32];
+        match value {
+            Some(v) if hex::decode_to_slice(v, &mut tag).is_ok() => {
+                self.tag(id).verify_slice(&tag).is_ok()
+            }
+            _ => false,
+        }
+    }
+}
+
+fn mac_with(key: &[u8]) -> HmacSha256 {
+    // HMAC takes keys of any length: this cannot fail.
+    <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
+}
+
+fn cookie(id: ChallengeId, https: bool, value: &str, max_age: u64) -> HeaderValue {
+    let secure = if https { "; Secure" } else { "" };
+    let text = format!(
+        "{}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}",
+        Binding::cookie_name(id, https)
+    );
+    // Hex, digits and fixed ASCII only: always a valid header value.
+    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CaptchaKey;
+
+    fn captcha(name: &str, key: &str) -> Captcha {
+        Captcha {
+            name: name.into(),
+            id: "0123456789abcdef0123456789abcdef".into(),
+            key: CaptchaKey::new(key.into()),
+        }
+    }
+
+    fn binding(key: &str) -> Binding {
+        Binding::new([&captcha("main", key)], Duration::from_secs(600))
+    }
+
+    /// The request a browser sends back with the cookie `set` gave it.
+    fn request_with(set: &HeaderValue) -> HeaderMap {
+        let pair = set
+            .to_str()
+            .expect("ascii")
+            .split(';')
+            .next()
+            .expect("a pair");
+        let mut headers = HeaderMap::new();
+        headers.append(COOKIE, HeaderValue::from_static("theme=dark"));
+        headers.append(
+            COOKIE,
+            HeaderValue::try_from(format!("other=1; {pair}")).expect("valid"),
+        );
+        headers
+    }
+
+    #[test]
+    fn the_cookie_is_host_only_and_strict_on_https() {
+        let b = binding("k".repeat(32).as_str());
+        let id = ChallengeId::parse("00112233445566778899aabbccddeeff").expect("valid");
+        let set = b.set_cookie(id, true);
+        let text = set.to_str().expect("ascii");
+        assert!(
+            text.starts_with("__Host-gatekeeper-00112233445566778899aabbccddeeff="),
+            "{text}"
+        );
+        for attr in [
+            "; Secure",
+            "; Path=/",
+            "; HttpOnly",
+            "; SameSite=Strict",
+            "; Max-Age=600",
+        ] {
+            assert!(text.contains(attr), "{attr} missing: {text}");
+        }
+        assert!(!text.contains("Domain"), "{text}");
+        let plain = b.set_cookie(id, false);
+        let plain = plain.to_str().expect("ascii");
+        assert!(plain.starts_with("gatekeeper-0011"), "{plain}");
+        assert!(!plain.contains("Secure"), "{plain}");
+        let clear = Binding::clear_cookie(id, true);
+        let clear = clear.to_str().expect("ascii");
+        assert!(clear.starts_with("__Host-gatekeeper-0011") && clear.contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn only_the_right_mac_for_this_id_verifies() {
+        let b = binding(&"k".repeat(32));
+        let id = ChallengeId::random();
+        let headers = request_with(&b.set_cookie(id, true));
+        assert!(b.verify(id, &headers, true));
+        assert!(
+            !b.verify(id, &headers, false),
+            "the name depends on the scheme"
+        );
+        assert!(
+            !b.verify(ChallengeId::random(), &headers, true),
+            "another id"
+        );
+        assert!(!b.verify(id, &HeaderMap::new(), true), "no cookie");
+
+        let fleet_peer = Binding::new([&captcha("main", &"k".repeat(32))], Duration::from_secs(1));
+        assert!(
+            fleet_peer.verify(id, &headers, true),
+            "same config, same MAC"
+        );
+        assert!(
+            !binding(&"j".repeat(32)).verify(id, &headers, true),
+            "another key"
+        );
+
+        let other = ChallengeId::random();
+        let stolen = request_with(&b.set_cookie(other, true));
+        let text = stolen
+            .get_all(COOKIE)
+            .iter()
+            .nth(1)
+            .expect("two")
+            .to_str()
+            .expect("ascii");
+        let swapped = text.replace(&other.to_string(), &id.to_string());
+        let mut forged = HeaderMap::new();
+        forged.insert(COOKIE, HeaderValue::try_from(swapped).expect("valid"));
+        assert!(
+            !b.verify(id, &forged, true),
+            "a MAC of one id does not release another"
+        );
+        let mut garbage = HeaderMap::new();
+        garbage.insert(
+            COOKIE,
+            HeaderValue::try_from(format!("__Host-gatekeeper-{id}=zz")).expect("valid"),
+        );
+        assert!(!b.verify(id, &garbage, true));
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        assert_eq!(
+            format!("{:?}", binding(&"k".repeat(32))),
+            "Binding([redacted])"
+        );
+    }
+}

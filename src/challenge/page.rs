@@ -1,0 +1,303 @@
+//! The pages a person sees: the challenge (and its "try again" variant) and
+//! the "expired or unknown" page, in English or Chinese, from the default
+//! look or the operator's template.
+//!
+//! A template is an HTML file with these placeholders, each replaced once,
+//! in one pass (a value is never searched for placeholders itself):
+//! - `{{lang}}`: the page's language tag, `en` or `zh-CN`;
+//! - `{{title}}`: a short title;
+//! - `{{message}}` (required): why the page is there, or what went wrong;
+//! - `{{widget}}` (required): gatekeeper's markup, the widget's container,
+//!   the hidden release form and the two scripts (or, on the expired page,
+//!   a link back).
+//!
+//! Every value is HTML-escaped; `{{widget}}` is markup gatekeeper builds
+//! from escaped values. The page carries no inline script, so it works
+//! under the Content-Security-Policy returned with it.
+
+use std::sync::{Arc, LazyLock};
+
+use http::{HeaderMap, Uri, header::ACCEPT_LANGUAGE};
+use sha2::{Digest, Sha256};
+
+use super::{ChallengeId, ID_FIELD, RELEASE_PATH, SCRIPT_PATH};
+use crate::config::ChallengeConfig;
+
+/// The page's script, served at [`SCRIPT_PATH`].
+pub const SCRIPT: &str = include_str!("challenge.js");
+
+/// A strong ETag of [`SCRIPT`]: its bytes are fixed at build time.
+pub fn script_etag() -> &'static str {
+    static ETAG: LazyLock<String> =
+        LazyLock::new(|| format!("\"{}\"", hex::encode(&Sha256::digest(SCRIPT)[..16])));
+    &ETAG
+}
+
+const DEFAULT_TEMPLATE: &str = include_str!("page.html");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    English,
+    Chinese,
+}
+
+struct Text {
+    tag: &'static str,
+    /// What GeeTest's `language` option calls it.
+    widget: &'static str,
+    title: &'static str,
+    challenge: &'static str,
+    retry: &'static str,
+    expired_title: &'static str,
+    expired: &'static str,
+    back: &'static str,
+    sending: &'static str,
+    unavailable: &'static str,
+    noscript: &'static str,
+}
+
+const ENGLISH: Text = Text {
+    tag: "en",
+    widget: "eng",
+    title: "Please confirm you are a person",
+    challenge: "Solve the check below and your request will continue on its own.",
+    retry: "That check did not pass. Please try again: your request is still waiting.",
+    expired_title: "This check has expired",
+    expired: "This check expired or is unknown, so your request was not sent. Please go back and send it again.",
+    back: "Go back",
+    sending: "Verified. Sending your request\u{2026}",
+    unavailable: "The check could not be loaded. Please reload the page.",
+    noscript: "This check needs JavaScript.",
+};
+
+const CHINESE: Text = Text {
+    tag: "zh-CN",
+    widget: "zho",
+    title: "请确认您不是机器人",
+    challenge: "请完成下方验证，通过后您的请求将自动继续。",
+    retry: "验证未通过，请重试：您的请求仍在等待。",
+    expired_title: "验证已过期",
+    expired: "此验证已过期或无效，您的请求未被发送。请返回后重新提交。",
+    back: "返回",
+    sending: "验证成功，正在发送您的请求\u{2026}",
+    unavailable: "验证无法加载，请刷新页面。",
+    noscript: "此验证需要启用 JavaScript。",
+};
+
+impl Language {
+    /// The most preferred of English and Chinese in `Accept-Language`
+    /// (q-values respected, ties to the first listed); English otherwise.
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let mut best: Option<(f32, Self)> = None;
+        let ranges = headers
+            .get_all(ACCEPT_LANGUAGE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','));
+        for range in ranges {
+            let mut parts = range.split(';');
+            let tag = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let mut q = Some(1.0f32);
+            for param in parts {
+                if let Some((k, v)) = param.split_once('=')
+                    && k.trim().eq_ignore_ascii_case("q")
+                {
+                    q = v
+                        .trim()
+                        .parse()
+                        .ok()
+                        .filter(|q: &f32| (0.0..=1.0).contains(q));
+                }
+            }
+            let lang = match tag.split('-').next() {
+                Some("zh") => Self::Chinese,
+                Some("en" | "*") => Self::English,
+                _ => continue,
+            };
+            match q {
+                Some(q) if q > 0.0 && best.is_none_or(|(b, _)| q > b) => best = Some((q, lang)),
+                _ => {}
+            }
+        }
+        best.map_or(Self::English, |(_, lang)| lang)
+    }
+
+    fn text(self) -> &'static Text {
+        match self {
+            Self::English => &ENGLISH,
+            Self::Chinese => &CHINESE,
+        }
+    }
+}
+
+/// A page and the `Content-Security-Policy` it must be served with.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub html: String,
+    pub csp: String,
+}
+
+/// Renders the pages; built once per configuration.
+#[derive(Debug, Clone)]
+pub struct Pages {
+    widget_url: String,
+    template: Arc<str>,
+    csp: String,
+}
+
+impl Pages {
+    /// `api_origin` is where the widget talks to (GeeTest's API, or the
+    /// simulator): the CSP allows it besides the page's own origin and the
+    /// widget script's. Anything but an http(s) origin is left out.
+    pub fn new(config: &ChallengeConfig, api_origin: &str) -> Self {
+        let mut sources = vec!["'self'".to_owned()];
+        let extra = api_origin.parse::<Uri>().ok();
+        for origin in [
+            origin_of(&config.widget_url),
+            extra.as_ref().and_then(origin_of),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !sources.contains(&origin) {
+                sources.push(origin);
+            }
+        }
+        let sources = sources.join(" ");
+        // Scripts, connections, frames and images only from those origins;
+        // styles may also be inline because widgets (GeeTest's and the
+        // stand-in) inject <style> elements. No form-action: the released
+        // request's answer may redirect anywhere the application sends it.
+        let csp = format!(
+            "default-src {sources}; style-src {sources} 'unsafe-inline'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+        );
+        Self {
+            widget_url: config.widget_url.to_string(),
+            template: config
+                .template
+                .clone()
+                .unwrap_or_else(|| DEFAULT_TEMPLATE.into()),
+            csp,
+        }
+    }
+
+    /// The challenge for kept request `id`; `retry` after a refused proof.
+    pub fn challenge(
+        &self,
+        lang: Language,
+        captcha_id: &str,
+        id: ChallengeId,
+        retry: bool,
+    ) -> Page {
+        let t = lang.text();
+        let mut widget = format!(
+            "<div id=\"gatekeeper-captcha\" data-captcha-id=\"{}\" data-language=\"{}\" data-sending=\"{}\" data-unavailable=\"{}\"></div>\n\
+             <p id=\"gatekeeper-status\" role=\"status\" aria-live=\"polite\"></p>\n\
+             <form id=\"gatekeeper-release\" method=\"post\" action=\"{RELEASE_PATH}\">\n\
+             <input type=\"hidden\" name=\"{ID_FIELD}\" value=\"{id}\">\n",
+            escape(captcha_id),
+            t.widget,
+            escape(t.sending),
+            escape(t.unavailable),
+        );
+        for field in [
+            "lot_number",
+            "captcha_output",
+            "pass_token",
+            "gen_time",
+            "captcha_id",
+        ] {
+            widget.push_str(&format!(
+                "<input type=\"hidden\" name=\"{field}\" value=\"\">\n"
+            ));
+        }
+        widget.push_str(&format!(
+            "</form>\n<noscript><p>{}</p></noscript>\n<script src=\"{}\"></script>\n<script src=\"{SCRIPT_PATH}\"></script>",
+            escape(t.noscript),
+            escape(&self.widget_url),
+        ));
+        let message = if retry { t.retry } else { t.challenge };
+        self.render(t, t.title, message, &widget)
+    }
+
+    /// The page for an expired or unknown id, linking `back` when it is a
+    /// path on this site (the `Referer`'s path, say), else the site's root.
+    pub fn expired(&self, lang: Language, back: Option<&str>) -> Page {
+        let t = lang.text();
+        let back = back
+            .filter(|b| b.starts_with('/') && !b.starts_with("//") && !b.starts_with("/\\"))
+            .unwrap_or("/");
+        let widget = format!("<p><a href=\"{}\">{}</a></p>", escape(back), escape(t.back));
+        self.render(t, t.expired_title, t.expired, &widget)
+    }
+
+    fn render(&self, t: &Text, title: &str, message: &str, widget: &str) -> Page {
+        let (lang, title, message) = (escape(t.tag), escape(title), escape(message));
+        let mut html = String::with_capacity(self.template.len() + widget.len() + 512);
+        let mut rest = &*self.template;
+        while let Some(start) = rest.find("{{") {
+            html.push_str(&rest[..start]);
+            let after = &rest[start..];
+            let value = [
+                ("{{lang}}", lang.as_str()),
+                ("{{title}}", title.as_str()),
+                ("{{message}}", message.as_str()),
+                ("{{widget}}", widget),
+            ]
+            .into_iter()
+            .find(|(name, _)| after.starts_with(name));
+            match value {
+                Some((name, value)) => {
+                    html.push_str(value);
+                    rest = &after[name.len()..];
+                }
+                None => {
+                    html.push_str("{{");
+                    rest = &after[2..];
+                }
+            }
+        }
+        html.push_str(rest);
+        Page {
+            html,
+            csp: self.csp.clone(),
+        }
+    }
+}
+
+/// `scheme://host[:port]`, lowercase, without user info or path.
+fn origin_of(uri: &Uri) -> Option<String> {
+    let scheme = uri
+        .scheme_str()
+        .filter(|s| matches!(*s, "http" | "https"))?;
+    let host = uri.host()?.to_ascii_lowercase();
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'))
+    {
+        return None;
+    }
+    Some(match uri.port_u16() {
+        Some(port) => format!("{scheme}://{host}:{port}"),
+        None => format!("{scheme}://{host}"),
+    })
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "page_tests.rs"]
+mod tests;
