@@ -667,3 +667,61 @@ fn a_token_age_the_default_ttl_cannot_outlive_is_located_at_the_token_age() {
         "{msg}"
     );
 }
+
+/// Issue 20: each root cause once. A captcha section whose key is missing
+/// is one error; the route naming it, and a [tls] whose https address is
+/// wrong, add none.
+#[test]
+fn a_broken_section_is_reported_once_without_follow_on_errors() {
+    let text = "[server]\nhttps = \"nonsense\"\nhttp = \"127.0.0.1:8080\"\n\n\
+                [tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n\n\
+                [upstream]\nurl = \"http://127.0.0.1:3000\"\n\n\
+                [captcha.login]\nid = \"647f5ed2ed8acb4be36784e01556bb71\"\n\
+                key_env = \"GATEKEEPER_TEST_UNSET_VARIABLE\"\n\n\
+                [[route]]\npath = \"/login\"\ncaptcha = \"login\"\n\n[[route]]\npath = \"/other\"\n";
+    let e = errors(text);
+    let messages: Vec<String> = e
+        .diagnostics
+        .iter()
+        .map(|d| format!("{}: {}", d.line, d.message))
+        .collect();
+    assert!(
+        messages.iter().any(|m| m.starts_with("2: invalid address")),
+        "{e}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("GATEKEEPER_TEST_UNSET_VARIABLE")),
+        "{e}"
+    );
+    assert!(
+        !messages
+            .iter()
+            .any(|m| m.contains("unknown captcha") || m.contains("server.https is not")),
+        "a follow-on error:\n{e}"
+    );
+    // A name no section declares is still an error of its own.
+    let typo = minimal("\n[[route]]\npath = \"/x\"\ncaptcha = \"logni\"\n");
+    assert!(
+        only(&typo).contains("unknown captcha \"logni\""),
+        "{}",
+        errors(&typo)
+    );
+}
+
+/// Issue 20: a type error names its key, not only the types.
+#[test]
+fn a_type_error_names_its_key() {
+    assert_eq!(
+        only(&minimal("\n[replay]\nttl = 15\n")),
+        "12:7: replay.ttl: invalid type: integer `15`, expected a string"
+    );
+    let methods = only(&minimal("\n[[route]]\npath = \"/x\"\nmethods = \"POST\"\n"));
+    assert!(
+        methods.starts_with("13:11: route.methods: invalid type"),
+        "{methods}"
+    );
+    let id = only(&minimal("").replace("id = \"647f5ed2ed8acb4be36784e01556bb71\"", "id = 647"));
+    assert!(id.contains("captcha.login.id: invalid type"), "{id}");
+}

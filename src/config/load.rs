@@ -10,7 +10,7 @@ use toml::de::DeTable;
 use super::Config;
 use super::diagnostic::{ConfigError, Report};
 use super::raw::RawConfig;
-use super::unknown_keys::report_unknown_keys;
+use super::unknown_keys::{key_at, report_unknown_keys};
 
 /// Reads and validates a configuration file.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
@@ -39,7 +39,13 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let raw: RawConfig = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
-            report.at(e.span().unwrap_or(0..0), e.message().trim().to_owned());
+            let span = e.span().unwrap_or(0..0);
+            // serde names the type, not the key: say which key it is.
+            let message = match key_at(table.get_ref(), span.start) {
+                Some(key) => format!("{key}: {}", e.message().trim()),
+                None => e.message().trim().to_owned(),
+            };
+            report.at(span, message);
             return Err(report.into_error());
         }
     };
@@ -66,7 +72,8 @@ pub(super) struct Validator<'r, 'a> {
 impl Validator<'_, '_> {
     fn validate(&mut self, raw: RawConfig, path: &Path) -> Config {
         let server = self.server(&raw.server);
-        let tls = self.tls(raw.tls.as_ref(), server.https.is_some());
+        // Declared, even if its value is wrong: that error is its own.
+        let tls = self.tls(raw.tls.as_ref(), raw.server.https.is_some());
         let upstream = self.upstream(raw.upstream.as_ref());
         let limits = self.limits(&raw.limits);
         let paths = self.paths(&raw.paths);
@@ -74,7 +81,7 @@ impl Validator<'_, '_> {
         let captchas = self.captchas(&raw.captcha);
         let token_age_span = raw.geetest.max_token_age.as_ref().map(Spanned::span);
         let replay = self.replay(&raw.replay, geetest.max_token_age, token_age_span);
-        let routes = self.routes(&raw.route, &captchas, geetest.on_error);
+        let routes = self.routes(&raw.route, &captchas, &raw.captcha, geetest.on_error);
         let throttle = self.throttle(raw.throttle.as_ref());
         let challenge = self.challenge(&raw.challenge, limits.max_body);
         Config {

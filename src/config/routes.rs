@@ -19,6 +19,7 @@ impl Validator<'_, '_> {
         &mut self,
         raw: &[Spanned<raw::RawRoute>],
         captchas: &BTreeMap<String, Arc<Captcha>>,
+        declared: &BTreeMap<String, Spanned<raw::RawCaptcha>>,
         default_on_error: OnError,
     ) -> Vec<Route> {
         let mut routes: Vec<(Route, usize)> = Vec::new();
@@ -41,7 +42,8 @@ impl Validator<'_, '_> {
             let methods = self.methods(r.methods.as_ref());
             let strict = r.strict.as_ref().is_some_and(|v| *v.get_ref());
             let challenge = r.challenge.as_ref().is_none_or(|v| *v.get_ref());
-            let route_captchas = self.route_captchas(r.captcha.as_ref(), captchas, span.clone());
+            let route_captchas =
+                self.route_captchas(r.captcha.as_ref(), captchas, declared, span.clone());
             let on_error = self.on_error(r.on_error.as_ref(), "route.on_error", default_on_error);
             let reject_redirect = r.reject_redirect.as_ref().and_then(|v| {
                 if v.get_ref().starts_with('/') {
@@ -156,14 +158,18 @@ impl Validator<'_, '_> {
         Methods::Listed(out)
     }
 
+    /// The route's credentials. A `[captcha.NAME]` section that is declared
+    /// but broken has had its own error reported: naming it is no second
+    /// error (the cause is reported once, not its follow-ons).
     fn route_captchas(
         &mut self,
         raw: Option<&Spanned<CaptchaNames>>,
         captchas: &BTreeMap<String, Arc<Captcha>>,
+        declared: &BTreeMap<String, Spanned<raw::RawCaptcha>>,
         route_span: Range<usize>,
     ) -> Vec<Arc<Captcha>> {
         let Some(raw) = raw else {
-            return match captchas.len() {
+            return match declared.len() {
                 1 => captchas.values().cloned().collect(),
                 0 => {
                     self.error(route_span, "this route needs a GeeTest credential, but there is no [captcha.NAME] section");
@@ -189,8 +195,9 @@ impl Validator<'_, '_> {
         for name in names {
             match captchas.get(name.as_str()) {
                 Some(c) => out.push(c.clone()),
+                None if declared.contains_key(name.as_str()) => {}
                 None => {
-                    let hint = captchas
+                    let hint = declared
                         .keys()
                         .map(|k| (strsim::damerau_levenshtein(name, k), k))
                         .filter(|(d, _)| *d <= 2)

@@ -1,6 +1,7 @@
 //! The unknown-key pass: every key the file has and `raw.rs` does not know,
 //! with a "did you mean" when one is close.
 
+use serde_spanned::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::diagnostic::Report;
@@ -79,4 +80,32 @@ fn report_unknown_keys_in(
             format!("unknown key \"{name}\" in {section}{hint}"),
         );
     }
+}
+
+/// The dotted key whose value covers byte `at` (`replay.ttl`,
+/// `route.methods`, `captcha.login.id`), so a type error names its key.
+/// Every value is searched, not only those inside a covering table: a
+/// table's own span need not cover its keys' lines.
+pub(super) fn key_at(top: &DeTable<'_>, at: usize) -> Option<String> {
+    fn search(table: &DeTable<'_>, at: usize, path: &mut Vec<String>) -> bool {
+        for (key, value) in table {
+            path.push(key.get_ref().to_string());
+            if found(value, at, path) {
+                return true;
+            }
+            path.pop();
+        }
+        false
+    }
+    fn found(value: &Spanned<DeValue<'_>>, at: usize, path: &mut Vec<String>) -> bool {
+        match value.get_ref() {
+            DeValue::Table(t) => search(t, at, path),
+            DeValue::Array(items) => {
+                items.iter().any(|item| found(item, at, path)) || value.span().contains(&at)
+            }
+            _ => value.span().contains(&at),
+        }
+    }
+    let mut path = Vec::new();
+    search(top, at, &mut path).then(|| path.join("."))
 }
