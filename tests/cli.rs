@@ -175,3 +175,43 @@ fn check_piped_into_a_closed_reader_does_not_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(out.status.success(), "{stderr}");
 }
+
+/// Issue 20: `check --offline` checks a templated config (a ConfigMap) whose
+/// secrets and files exist only where it runs, and still finds bad values.
+#[test]
+fn check_offline_reads_no_secret_or_file_but_checks_every_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gatekeeper.toml");
+    let text = "[server]\nhttps = \"0.0.0.0:8443\"\n\n[tls]\ncert = \"/nowhere/fullchain.pem\"\n\
+                key = \"/nowhere/privkey.pem\"\n\n[upstream]\nurl = \"http://app:3000\"\n\n\
+                [captcha.login]\nid = \"647f5ed2ed8acb4be36784e01556bb71\"\n\
+                key_env = \"GATEKEEPER_TEST_NEVER_SET\"\n\n[captcha.signup]\n\
+                id = \"647f5ed2ed8acb4be36784e01556bb72\"\nkey_file = \"/nowhere/signup.key\"\n\n\
+                [[route]]\npath = \"/login\"\ncaptcha = \"login\"\n";
+    std::fs::write(&path, text).unwrap();
+    let run = |args: &[&str]| {
+        let out = gatekeeper()
+            .args(args)
+            .arg("-c")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), said)
+    };
+    let (code, said) = run(&["check", "--offline"]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("ok (offline"), "{said}");
+    // Without --offline, each missing thing is its own error.
+    let (code, said) = run(&["check"]);
+    assert_eq!(code, Some(2), "{said}");
+    for missing in ["fullchain.pem", "GATEKEEPER_TEST_NEVER_SET", "signup.key"] {
+        assert!(said.contains(missing), "{missing} not reported:\n{said}");
+    }
+    // Offline still refuses a bad value, with its line.
+    std::fs::write(&path, text.replace("http://app:3000", "ftp://app")).unwrap();
+    let (code, said) = run(&["check", "--offline"]);
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains("gatekeeper.toml:9:"), "{said}");
+}

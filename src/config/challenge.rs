@@ -70,6 +70,9 @@ impl Validator<'_, '_> {
     }
 
     fn template(&mut self, v: &Spanned<String>) -> Option<Arc<str>> {
+        if self.externals == super::load::Externals::Skip {
+            return None;
+        }
         let path = self.base.join(v.get_ref());
         let shown = path.display();
         let read = std::fs::metadata(&path).and_then(|m| {

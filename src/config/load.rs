@@ -12,10 +12,28 @@ use super::diagnostic::{ConfigError, Report};
 use super::raw::RawConfig;
 use super::unknown_keys::{key_at, report_unknown_keys};
 
+/// Whether validation reads what the file names outside itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Externals {
+    /// Read certificates, key files, key variables and the page template,
+    /// as a running gatekeeper must.
+    Read,
+    /// Check every key and value but read none of them: for CI and for a
+    /// templated config (a Kubernetes ConfigMap) whose secrets and files
+    /// exist only where it runs. Keys are then placeholders: such a
+    /// `Config` is for `check`, never for serving.
+    Skip,
+}
+
 /// Reads and validates a configuration file.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    load_file_with(path, Externals::Read)
+}
+
+/// As [`load_file`], reading external files and secrets or not.
+pub fn load_file_with(path: &Path, externals: Externals) -> Result<Config, ConfigError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => parse_str(&text, path),
+        Ok(text) => parse_str_with(&text, path, externals),
         Err(e) => {
             let mut report = Report::new(path, "");
             report.whole_file(format!("cannot read: {e}"));
@@ -27,6 +45,15 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
 /// Validates configuration text; `path` names it in messages and anchors
 /// relative paths (certificates, key files).
 pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    parse_str_with(text, path, Externals::Read)
+}
+
+/// As [`parse_str`], reading external files and secrets or not.
+pub fn parse_str_with(
+    text: &str,
+    path: &Path,
+    externals: Externals,
+) -> Result<Config, ConfigError> {
     let mut report = Report::new(path, text);
     let table = match DeTable::parse(text) {
         Ok(table) => table,
@@ -53,6 +80,7 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let mut config = Validator {
         report: &mut report,
         base,
+        externals,
     }
     .validate(raw, path);
     config.hash = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())[..8]);
@@ -67,6 +95,7 @@ pub(super) struct Validator<'r, 'a> {
     pub(super) report: &'r mut Report<'a>,
     /// The config file's directory: relative paths are resolved against it.
     pub(super) base: PathBuf,
+    pub(super) externals: Externals,
 }
 
 impl Validator<'_, '_> {

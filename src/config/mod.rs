@@ -22,7 +22,7 @@ mod values;
 
 pub use challenge::{DEFAULT_WIDGET_URL, TEMPLATE_PLACEHOLDERS};
 pub use diagnostic::{ConfigError, Diagnostic};
-pub use load::{load_file, parse_str};
+pub use load::{Externals, load_file, load_file_with, parse_str, parse_str_with};
 pub use values::parse_duration;
 
 use std::collections::BTreeMap;
