@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod normal_path;
 pub mod pool;
 pub mod proxy;
+pub mod refusal;
 pub mod replay;
 pub mod routing;
 pub mod server;

@@ -6,7 +6,7 @@
 //! the process-wide body budget), extract the five fields (`fields`), check
 //! their shapes and the token's age locally, claim the lot_number in the replay store, ask GeeTest,
 //! record the outcome, and hand on the request with the captcha fields removed.
-//! `reject` renders refusals. Nothing refused ever reaches the upstream.
+//! Nothing refused ever reaches the upstream.
 //! From the claim on, the work runs on a task of its own (`Validation`), so a
 //! client that goes away mid-validation leaves no claim in flight: its claim
 //! is settled by the rule documented there, and its decision is logged and
@@ -14,7 +14,6 @@
 
 pub mod admission;
 pub mod fields;
-pub mod reject;
 pub mod throttle;
 
 use std::net::IpAddr;
@@ -24,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, TRANSFER_ENCODING};
 use http::request::Parts;
-use http::{Request, Response, StatusCode, Uri};
+use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
@@ -34,10 +33,10 @@ use crate::config::{Captcha, Config, OnError, Route};
 use crate::geetest::{Proof, ValidateClient, Verdict};
 use crate::http_common::{HeldBody, X_GATEKEEPER_CAPTCHA, whole_body};
 use crate::metrics::{KindLabels, Metrics};
+use crate::refusal::{Audience, Refusal};
 use crate::replay::{Claim, LotKey, LotState, ReplayStore, StoreError};
 use admission::{ConnAdmission, FREE_PER_BODY, Reservation};
 use fields::{FieldError, body_format, check_headers, check_shapes, extract};
-pub use reject::Rejection;
 use throttle::Throttle;
 
 /// What a decision learned along the way, for its log line.
@@ -104,24 +103,19 @@ impl Gate {
         let mut seen = Seen::default();
         let decision = match self.throttle.as_ref().and_then(|t| t.blocked(client)) {
             // Throttled before the body is read or GeeTest is asked.
-            Some(wait) => Err(Rejection {
-                retry_after: Some(wait.as_secs().max(1)),
-                ..Rejection::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "captcha_throttled",
-                    "too many refused captchas from this address, retry later",
-                )
+            Some(wait) => Err(Refusal::Throttled {
+                retry_after: wait.as_secs().max(1),
             }),
             None => self.decide(route, &parts, body, client, &mut seen).await,
         };
-        if let (Some(throttle), Err(rejection)) = (&self.throttle, &decision)
-            && rejection.is_client_fault()
+        if let (Some(throttle), Err(refusal)) = (&self.throttle, &decision)
+            && refusal.is_client_fault()
         {
             throttle.charge(client);
         }
         let (outcome, reason) = match &decision {
-            Ok(admitted) => (admitted.verdict, ""),
-            Err(rejection) => (rejection.code, rejection.reason.as_str()),
+            Ok(admitted) => (admitted.verdict, Default::default()),
+            Err(refusal) => (refusal.code(), refusal.reason()),
         };
         self.metrics.decision(&route.origin, outcome);
         log_decision(
@@ -129,14 +123,13 @@ impl Gate {
             client,
             seen.lot_number.as_deref(),
             outcome,
-            reason,
+            &reason,
             seen.validate_ms,
         );
         match decision {
             Ok(admitted) => Ok(forwardable(parts, admitted)),
-            Err(rejection) => Err(rejection.into_response(
-                &parts.method,
-                &parts.headers,
+            Err(refusal) => Err(refusal.to_response(
+                Audience::of(&parts.method, &parts.headers),
                 route.reject_redirect.as_deref(),
             )),
         }
@@ -149,19 +142,19 @@ impl Gate {
         body: Incoming,
         client: IpAddr,
         seen: &mut Seen,
-    ) -> Result<Admitted, Rejection> {
+    ) -> Result<Admitted, Refusal> {
         // Before the body is read: nothing to read if it would be refused.
-        check_headers(&parts.headers).map_err(field_rejection)?;
+        check_headers(&parts.headers).map_err(field_refusal)?;
         let admission = parts.extensions.get::<ConnAdmission>();
         // Held until the decision: one address cannot hold every buffer and
         // validate call, whatever its number of connections.
         let _gated = match admission {
-            Some(a) => Some(a.shared.gated.enter(client).ok_or_else(too_many_gated)?),
+            Some(a) => Some(a.shared.gated.enter(client).ok_or(Refusal::TooManyGated)?),
             None => None,
         };
         let (body, held) = self.read_body(parts, body, admission).await?;
-        let format = body_format(parts.headers.get(CONTENT_TYPE), body.is_empty())
-            .map_err(field_rejection)?;
+        let format =
+            body_format(parts.headers.get(CONTENT_TYPE), body.is_empty()).map_err(field_refusal)?;
         let fields::Extraction {
             proof,
             captcha_id,
@@ -169,19 +162,15 @@ impl Gate {
             body,
         } = extract(parts.uri.query(), &format, body)
             .await
-            .map_err(field_rejection)?;
-        check_shapes(&proof, captcha_id.as_deref()).map_err(field_rejection)?;
+            .map_err(field_refusal)?;
+        check_shapes(&proof, captcha_id.as_deref()).map_err(field_refusal)?;
         // Shape-checked, so safe to log: it is the proof's public serial number.
         seen.lot_number = Some(proof.lot_number.clone());
         let captcha = select_captcha(route, captcha_id.as_deref())?;
         self.check_age(&proof.gen_time)?;
-        let lot = LotKey::from_hex(&proof.lot_number).ok_or_else(|| {
-            Rejection::new(
-                StatusCode::BAD_REQUEST,
-                "captcha_malformed",
-                "lot_number is not 32 hex characters",
-            )
-        })?;
+        let lot = LotKey::from_hex(&proof.lot_number).ok_or(Refusal::CaptchaMalformed(
+            "lot_number is not 32 hex characters".into(),
+        ))?;
 
         let validation = Validation {
             validate: self.validate.clone(),
@@ -202,7 +191,7 @@ impl Gate {
         tokio::spawn(validation.run(tx));
         let settled = rx
             .await
-            .map_err(|_| unavailable("verification is temporarily unavailable"))?;
+            .map_err(|_| Refusal::CaptchaUnavailable("verification is temporarily unavailable"))?;
         seen.validate_ms = settled.validate_ms;
         settled.result.map(|verdict| Admitted {
             body,
@@ -222,20 +211,9 @@ impl Gate {
         parts: &Parts,
         body: Incoming,
         admission: Option<&ConnAdmission>,
-    ) -> Result<(Bytes, Held), Rejection> {
-        let too_large = || {
-            Rejection::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("the request body is larger than {} bytes", self.max_body),
-            )
-        };
-        let timed_out = || {
-            Rejection::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                "the request body was not received in time",
-            )
+    ) -> Result<(Bytes, Held), Refusal> {
+        let too_large = || Refusal::BodyTooLarge {
+            max_body: self.max_body,
         };
         let declared = parts
             .headers
@@ -250,8 +228,10 @@ impl Gate {
             Some(a) => {
                 match tokio::time::timeout_at(deadline, a.bodies.clone().acquire_owned()).await {
                     Ok(Ok(place)) => Some(place),
-                    Ok(Err(_)) => return Err(unavailable("the connection is closing")),
-                    Err(_) => return Err(timed_out()),
+                    Ok(Err(_)) => {
+                        return Err(Refusal::CaptchaUnavailable("the connection is closing"));
+                    }
+                    Err(_) => return Err(Refusal::BodyTimeout),
                 }
             }
             None => None,
@@ -269,7 +249,7 @@ impl Gate {
         if let Some(len) = declared
             && !reserve(len, &mut reservation)
         {
-            return Err(budget_exhausted());
+            return Err(Refusal::BodyBudgetExhausted);
         }
         // Within max_body, so it fits in memory.
         let capacity = usize::try_from(declared.unwrap_or(0)).unwrap_or(0);
@@ -278,13 +258,7 @@ impl Gate {
             // Copied out of hyper's buffers: what is held is exactly what was reserved.
             let mut buf = BytesMut::with_capacity(capacity);
             while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|_| {
-                    Rejection::new(
-                        StatusCode::BAD_REQUEST,
-                        "bad_request",
-                        "the request body could not be read",
-                    )
-                })?;
+                let frame = frame.map_err(|_| Refusal::BodyUnreadable)?;
                 let Ok(data) = frame.into_data() else {
                     continue;
                 };
@@ -293,7 +267,7 @@ impl Gate {
                     return Err(too_large());
                 }
                 if !reserve(len, &mut reservation) {
-                    return Err(budget_exhausted());
+                    return Err(Refusal::BodyBudgetExhausted);
                 }
                 buf.extend_from_slice(&data);
             }
@@ -301,29 +275,26 @@ impl Gate {
         };
         match tokio::time::timeout_at(deadline, read).await {
             Ok(Ok(bytes)) => Ok((bytes, Held { reservation, place })),
-            Ok(Err(rejection)) => Err(rejection),
-            Err(_) => Err(timed_out()),
+            Ok(Err(refusal)) => Err(refusal),
+            Err(_) => Err(Refusal::BodyTimeout),
         }
     }
 
-    fn check_age(&self, gen_time: &str) -> Result<(), Rejection> {
-        let expired = |why: &str| Rejection::new(StatusCode::FORBIDDEN, "captcha_expired", why);
-        let generated = gen_time.parse::<u64>().map_err(|_| {
-            Rejection::new(
-                StatusCode::BAD_REQUEST,
-                "captcha_malformed",
-                "gen_time is not a number",
-            )
-        })?;
+    fn check_age(&self, gen_time: &str) -> Result<(), Refusal> {
+        let generated = gen_time
+            .parse::<u64>()
+            .map_err(|_| Refusal::CaptchaMalformed("gen_time is not a number".into()))?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
         if generated > now.saturating_add(MAX_FUTURE_SKEW.as_secs()) {
-            return Err(expired("gen_time is in the future"));
+            return Err(Refusal::CaptchaExpired("gen_time is in the future"));
         }
         if now.saturating_sub(generated) > self.max_token_age.as_secs() {
-            return Err(expired("the captcha is too old, please solve it again"));
+            return Err(Refusal::CaptchaExpired(
+                "the captcha is too old, please solve it again",
+            ));
         }
         Ok(())
     }
@@ -334,14 +305,9 @@ impl Gate {
 fn select_captcha<'r>(
     route: &'r Route,
     client_id: Option<&str>,
-) -> Result<&'r Arc<Captcha>, Rejection> {
-    let not_configured = || {
-        Rejection::new(
-            StatusCode::BAD_REQUEST,
-            "captcha_malformed",
-            "captcha_id is not configured for this route",
-        )
-    };
+) -> Result<&'r Arc<Captcha>, Refusal> {
+    let not_configured =
+        || Refusal::CaptchaMalformed("captcha_id is not configured for this route".into());
     match client_id {
         None => route.captchas.first().ok_or_else(not_configured),
         Some(id) => route
@@ -400,7 +366,7 @@ struct Validation {
 
 /// What the validation hands back to the request waiting for it.
 struct Settled {
-    result: Result<&'static str, Rejection>,
+    result: Result<&'static str, Refusal>,
     validate_ms: Option<u64>,
 }
 
@@ -436,11 +402,11 @@ impl Validation {
 
     /// Claims the lot_number and asks GeeTest; settles nothing yet.
     async fn judge(&self) -> (Settle, Settled) {
-        let refused = |rejection| {
+        let refused = |refusal| {
             (
                 Settle::Unclaimed,
                 Settled {
-                    result: Err(rejection),
+                    result: Err(refusal),
                     validate_ms: None,
                 },
             )
@@ -448,17 +414,15 @@ impl Validation {
         match self.store.claim(self.lot).await {
             Ok(Claim::Fresh) => {}
             Ok(Claim::Seen(state)) => {
-                return refused(Rejection::new(
-                    StatusCode::FORBIDDEN,
-                    "captcha_replayed",
-                    state.describe(),
-                ));
+                return refused(Refusal::CaptchaReplayed(state.describe()));
             }
             Err(e) => {
                 crate::logging::throttled!(
                     warn!(error = %e, full = matches!(e, StoreError::Full(_)), "replay store cannot take a claim")
                 );
-                return refused(unavailable("verification is temporarily unavailable"));
+                return refused(Refusal::CaptchaUnavailable(
+                    "verification is temporarily unavailable",
+                ));
             }
         }
 
@@ -474,25 +438,16 @@ impl Validation {
             Ok(Verdict::Pass { .. }) => (Settle::Record(LotState::Passed), Ok("pass")),
             Ok(Verdict::Fail { reason }) => (
                 Settle::Record(LotState::Failed),
-                Err(Rejection::new(
-                    StatusCode::FORBIDDEN,
-                    "captcha_failed",
-                    reason,
-                )),
+                Err(Refusal::CaptchaFailed(reason)),
             ),
             Ok(Verdict::Error { code, msg }) => {
                 // A malformed request, possibly attacker-made: a deny, never fail-open.
                 crate::logging::throttled!(
                     warn!(route = %self.route, code = %code, msg = %msg, "GeeTest refused the validate request")
                 );
-                let reason = format!("GeeTest error {code}: {msg}");
                 (
                     Settle::Record(LotState::Failed),
-                    Err(Rejection::new(
-                        StatusCode::FORBIDDEN,
-                        "captcha_rejected",
-                        reason,
-                    )),
+                    Err(Refusal::CaptchaRejected { code, msg }),
                 )
             }
             Err(e) => {
@@ -508,7 +463,7 @@ impl Validation {
                     // The proof was never judged: let the person retry it.
                     OnError::Deny => (
                         Settle::Release,
-                        Err(unavailable(
+                        Err(Refusal::CaptchaUnavailable(
                             "captcha verification is unavailable, please retry",
                         )),
                     ),
@@ -556,14 +511,14 @@ impl Validation {
     }
 
     fn report_cancelled(&self, settle: Settle, settled: &Settled) {
-        if let (Some(throttle), Err(rejection)) = (&self.throttle, &settled.result)
-            && rejection.is_client_fault()
+        if let (Some(throttle), Err(refusal)) = (&self.throttle, &settled.result)
+            && refusal.is_client_fault()
         {
             throttle.charge(self.client);
         }
         let verdict = match &settled.result {
             Ok(verdict) => verdict,
-            Err(rejection) => rejection.code,
+            Err(refusal) => refusal.code(),
         };
         let reason = format!(
             "the client went away during verification ({verdict}); {}",
@@ -585,43 +540,12 @@ impl Validation {
     }
 }
 
-fn field_rejection(e: FieldError) -> Rejection {
+fn field_refusal(e: FieldError) -> Refusal {
     match e {
-        FieldError::UnsupportedMediaType(ct) => Rejection::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            format!("cannot read captcha fields from {ct}"),
-        ),
-        FieldError::Missing(names) => Rejection::new(
-            StatusCode::FORBIDDEN,
-            "captcha_required",
-            format!("missing captcha fields: {}", names.join(", ")),
-        ),
-        FieldError::Malformed(why) => {
-            Rejection::new(StatusCode::BAD_REQUEST, "captcha_malformed", why)
-        }
-        FieldError::Ambiguous(why) => {
-            Rejection::new(StatusCode::BAD_REQUEST, "body_ambiguous", why)
-        }
-    }
-}
-
-fn budget_exhausted() -> Rejection {
-    Rejection::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "body_budget_exhausted",
-        "too many request bodies are being received, please retry shortly",
-    )
-}
-
-fn too_many_gated() -> Rejection {
-    Rejection {
-        retry_after: Some(1),
-        ..Rejection::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_gated",
-            "too many verifications in flight from this address, retry shortly",
-        )
+        FieldError::UnsupportedMediaType(ct) => Refusal::UnsupportedMediaType(ct),
+        FieldError::Missing(missing) => Refusal::CaptchaRequired { missing },
+        FieldError::Malformed(why) => Refusal::CaptchaMalformed(why.into()),
+        FieldError::Ambiguous(why) => Refusal::BodyAmbiguous(why),
     }
 }
 
@@ -648,14 +572,6 @@ fn holding(body: Bytes, held: Held) -> Bytes {
         return body;
     }
     Bytes::from_owner(Owner { body, _held: held })
-}
-
-fn unavailable(reason: &str) -> Rejection {
-    Rejection::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "captcha_unavailable",
-        reason,
-    )
 }
 
 /// The request as the upstream will see it: fields gone, length recomputed.

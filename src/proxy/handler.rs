@@ -19,7 +19,7 @@ use super::headers::drop_underscored;
 use super::headers::forwarding::{client_addr, is_trusted, peer_header, set_forwarding_headers};
 use super::headers::framing;
 use super::headers::hop::strip_hop_by_hop;
-use super::response::{closing_error, json_error};
+use super::response::{refused, refused_closing};
 use super::upstream::{Upstream, UpstreamError};
 use super::websocket::{self, mark_websocket_upgrade};
 use crate::config::{Config, Route};
@@ -27,6 +27,7 @@ use crate::gate::Gate;
 use crate::http_common::X_GATEKEEPER_CAPTCHA;
 use crate::metrics::{KindLabels, Metrics};
 use crate::normal_path::{NormalPath, PathRules};
+use crate::refusal::Refusal;
 use crate::routing::{RequestMethods, RouteTable, normal_host};
 
 /// Passed upstream and logged with every line of the request.
@@ -105,7 +106,7 @@ impl Proxy {
             let mut trace = Trace::default();
             let resp = match framing::judge(&mut req) {
                 Ok(()) => self.route_and_forward(req, &conn, &mut trace).await,
-                Err(e) => closing_error(StatusCode::BAD_REQUEST, "bad_request", e.0),
+                Err(e) => refused_closing(&Refusal::BadRequest(e.0.into())),
             };
             // HTTP/2 would send gatekeeper's own answer's body to a HEAD.
             let resp = if method == Method::HEAD {
@@ -174,7 +175,7 @@ impl Proxy {
             normalised_uri,
         } = match self.canonical_target(&mut req) {
             Ok(target) => target,
-            Err(reason) => return closing_error(StatusCode::BAD_REQUEST, "bad_request", &reason),
+            Err(reason) => return refused_closing(&Refusal::BadRequest(reason.into())),
         };
         let route = self
             .routes
@@ -239,7 +240,7 @@ impl Proxy {
                 route = trace.route.unwrap_or("-"),
                 reason, "upstream switched protocols without a websocket handshake"
             );
-            return closing_error(StatusCode::BAD_GATEWAY, "upstream_bad_upgrade", reason);
+            return refused_closing(&Refusal::UpstreamBadUpgrade(reason));
         }
         strip_hop_by_hop(resp.headers_mut());
         if switched {
@@ -390,36 +391,20 @@ fn upstream_failure(e: UpstreamError, route: Option<&Route>) -> Response<ProxyBo
     match e {
         UpstreamError::Timeout(_) => {
             crate::logging::throttled!(warn!(route, error = %e, "upstream timeout"));
-            json_error(
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
-                "the application did not answer in time",
-            )
+            refused(&Refusal::UpstreamTimeout)
         }
         UpstreamError::Unreachable(_) => {
             crate::logging::throttled!(warn!(route, error = %e, "upstream unreachable"));
-            json_error(
-                StatusCode::BAD_GATEWAY,
-                "upstream_unavailable",
-                "the application cannot be reached",
-            )
+            refused(&Refusal::UpstreamUnavailable)
         }
         // The client's faults: nothing more of this connection can be read.
         UpstreamError::ClientBody => {
             debug!(route, "client's request body could not be read");
-            closing_error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "the request body could not be read",
-            )
+            refused_closing(&Refusal::BodyUnreadable)
         }
         UpstreamError::BodyStalled(_) => {
             debug!(route, "client's request body stalled");
-            closing_error(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                "the request body was not received in time",
-            )
+            refused_closing(&Refusal::BodyTimeout)
         }
     }
 }
