@@ -287,3 +287,80 @@ pub fn escape_html(s: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn browser_form_post() -> Audience {
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static("text/html,*/*;q=0.8"));
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        Audience::of(&Method::POST, &headers)
+    }
+
+    #[test]
+    fn a_program_gets_json_with_code_and_reason() {
+        let resp = Refusal::CaptchaRequired {
+            missing: vec!["pass_token", "gen_time"],
+        }
+        .to_response(Audience::default(), Some("/form"));
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        assert_eq!(resp.headers()[CONTENT_TYPE], "application/json");
+        assert_eq!(resp.headers()[CACHE_CONTROL], "no-store");
+        let body: serde_json::Value =
+            serde_json::from_slice(&body_bytes(resp)).expect("a JSON body");
+        assert_eq!(body["error"], "captcha_required");
+        assert_eq!(
+            body["reason"],
+            "missing captcha fields: pass_token, gen_time"
+        );
+    }
+
+    #[test]
+    fn a_browser_form_post_goes_back_to_the_form_with_the_code() {
+        let resp = Refusal::CaptchaFailed("too fast".into())
+            .to_response(browser_form_post(), Some("/form?step=2"));
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        assert_eq!(
+            resp.headers()[LOCATION],
+            "/form?step=2&captcha_error=captcha_failed"
+        );
+    }
+
+    #[test]
+    fn a_browser_without_redirect_gets_an_escaped_page_with_retry_after() {
+        let resp = Refusal::Throttled { retry_after: 7 }.to_response(browser_form_post(), None);
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(resp.headers()[RETRY_AFTER], "7");
+        let page = String::from_utf8(body_bytes(resp).to_vec()).expect("a UTF-8 page");
+        assert!(page.contains("<small>captcha_throttled: too many refused"));
+        let resp = Refusal::CaptchaFailed("<b>".into()).to_response(browser_form_post(), None);
+        assert!(String::from_utf8_lossy(&body_bytes(resp)).contains("&lt;b&gt;"));
+    }
+
+    #[test]
+    fn a_closing_refusal_closes_and_only_503s_and_429s_say_when_to_retry() {
+        let resp = Refusal::BadRequest("invalid host".into()).to_closing_json();
+        assert_eq!(resp.headers()[CONNECTION], "close");
+        assert!(!resp.headers().contains_key(RETRY_AFTER));
+        assert_eq!(Refusal::BodyBudgetExhausted.retry_after(), Some(5));
+        assert_eq!(Refusal::TooManyGated.retry_after(), Some(1));
+        assert_eq!(Refusal::UpstreamTimeout.retry_after(), None);
+    }
+
+    /// A held body is one frame, already in memory.
+    fn body_bytes(resp: Response<HeldBody>) -> bytes::Bytes {
+        use http_body::Body;
+        let mut body = std::pin::pin!(resp.into_body());
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        match body.as_mut().poll_frame(&mut cx) {
+            std::task::Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
+            _ => bytes::Bytes::new(),
+        }
+    }
+}

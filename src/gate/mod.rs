@@ -14,6 +14,8 @@
 
 pub mod admission;
 pub mod fields;
+#[cfg(test)]
+mod tests;
 pub mod throttle;
 
 use std::net::IpAddr;
@@ -23,14 +25,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, TRANSFER_ENCODING};
 use http::request::Parts;
-use http::{Request, Response, Uri};
+use http::{Request, Uri};
+use http_body::Body;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tracing::{info, warn};
 
-use crate::config::{Captcha, Config, OnError, Route};
-use crate::geetest::{Proof, ValidateClient, Verdict};
+use crate::config::{Captcha, CaptchaKey, Config, OnError, Route};
+use crate::geetest::{Proof, ValidateClient, ValidateError, Verdict};
 use crate::http_common::{HeldBody, X_GATEKEEPER_CAPTCHA, whole_body};
 use crate::metrics::{KindLabels, Metrics};
 use crate::refusal::{Audience, Refusal};
@@ -58,9 +60,54 @@ struct Admitted {
 /// How far in the future a gen_time may be (clock skew between GeeTest and us).
 const MAX_FUTURE_SKEW: Duration = Duration::from_secs(60);
 
+/// GeeTest's judgement of a proof: the validate API, or a stand-in in tests.
+pub trait Validate: std::fmt::Debug + Send + Sync + 'static {
+    fn validate(
+        &self,
+        captcha_id: &str,
+        key: &CaptchaKey,
+        proof: &Proof,
+    ) -> impl Future<Output = Result<Verdict, ValidateError>> + Send;
+}
+
+impl Validate for ValidateClient {
+    fn validate(
+        &self,
+        captcha_id: &str,
+        key: &CaptchaKey,
+        proof: &Proof,
+    ) -> impl Future<Output = Result<Verdict, ValidateError>> + Send {
+        ValidateClient::validate(self, captcha_id, key, proof)
+    }
+}
+
+/// The gate's bounds, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct GateLimits {
+    pub max_body: u64,
+    pub body_timeout: Duration,
+    pub max_token_age: Duration,
+}
+
+/// What the gate decided about one gated request.
 #[derive(Debug)]
-pub struct Gate {
-    validate: ValidateClient,
+#[expect(
+    clippy::large_enum_variant,
+    reason = "made once per gated request and unpacked at once; a box would only add an allocation"
+)]
+pub enum Decision {
+    /// Stripped of the captcha fields and marked: to be forwarded.
+    Admitted(Request<HeldBody>),
+    /// To be answered, in the form its `audience` reads.
+    Refused {
+        refusal: Refusal,
+        audience: Audience,
+    },
+}
+
+#[derive(Debug)]
+pub struct Gate<V = ValidateClient> {
+    validate: Arc<V>,
     store: Arc<dyn ReplayStore>,
     metrics: Arc<Metrics>,
     throttle: Option<Arc<Throttle>>,
@@ -71,34 +118,53 @@ pub struct Gate {
 
 impl Gate {
     pub fn new(config: &Config, store: Arc<dyn ReplayStore>, metrics: Arc<Metrics>) -> Self {
-        Self {
-            validate: ValidateClient::with_breaker(
-                &config.geetest.api_servers,
-                config.geetest.timeout,
-                config.geetest.breaker_failures,
-                config.geetest.breaker_cooldown,
-                config.server.workers,
-            ),
-            store,
-            metrics,
+        let validate = ValidateClient::with_breaker(
+            &config.geetest.api_servers,
+            config.geetest.timeout,
+            config.geetest.breaker_failures,
+            config.geetest.breaker_cooldown,
+            config.server.workers,
+        );
+        let limits = GateLimits {
             max_body: config.limits.max_body,
             // A gated body is read whole before anything is forwarded; the
             // same bound as for the request head keeps a slow client from
             // holding the gate open.
             body_timeout: config.limits.header_read_timeout,
             max_token_age: config.geetest.max_token_age,
-            throttle: config.throttle.as_ref().map(|t| Arc::new(Throttle::new(t))),
+        };
+        let throttle = config.throttle.as_ref().map(Throttle::new);
+        Self::with_validate(validate, limits, throttle, store, metrics)
+    }
+}
+
+impl<V: Validate> Gate<V> {
+    pub fn with_validate(
+        validate: V,
+        limits: GateLimits,
+        throttle: Option<Throttle>,
+        store: Arc<dyn ReplayStore>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            validate: Arc::new(validate),
+            store,
+            metrics,
+            throttle: throttle.map(Arc::new),
+            max_body: limits.max_body,
+            body_timeout: limits.body_timeout,
+            max_token_age: limits.max_token_age,
         }
     }
 
     /// Admits the request (stripped of the captcha fields and marked) or
-    /// answers the refusal. Every decision is logged and counted once, here.
-    pub async fn admit(
+    /// refuses it. Every decision is logged and counted once, here.
+    pub async fn admit<B: Body<Data = Bytes>>(
         &self,
         route: &Route,
-        req: Request<Incoming>,
+        req: Request<B>,
         client: IpAddr,
-    ) -> Result<Request<HeldBody>, Response<HeldBody>> {
+    ) -> Decision {
         let (parts, body) = req.into_parts();
         let mut seen = Seen::default();
         let decision = match self.throttle.as_ref().and_then(|t| t.blocked(client)) {
@@ -127,19 +193,19 @@ impl Gate {
             seen.validate_ms,
         );
         match decision {
-            Ok(admitted) => Ok(forwardable(parts, admitted)),
-            Err(refusal) => Err(refusal.to_response(
-                Audience::of(&parts.method, &parts.headers),
-                route.reject_redirect.as_deref(),
-            )),
+            Ok(admitted) => Decision::Admitted(forwardable(parts, admitted)),
+            Err(refusal) => Decision::Refused {
+                refusal,
+                audience: Audience::of(&parts.method, &parts.headers),
+            },
         }
     }
 
-    async fn decide(
+    async fn decide<B: Body<Data = Bytes>>(
         &self,
         route: &Route,
         parts: &Parts,
-        body: Incoming,
+        body: B,
         client: IpAddr,
         seen: &mut Seen,
     ) -> Result<Admitted, Refusal> {
@@ -206,10 +272,10 @@ impl Gate {
     /// connection's places to buffer counts against `body_timeout`. Without
     /// `admission` (a request that did not come through a listener), nothing
     /// is reserved.
-    async fn read_body(
+    async fn read_body<B: Body<Data = Bytes>>(
         &self,
         parts: &Parts,
-        body: Incoming,
+        body: B,
         admission: Option<&ConnAdmission>,
     ) -> Result<(Bytes, Held), Refusal> {
         let too_large = || Refusal::BodyTooLarge {
@@ -254,10 +320,10 @@ impl Gate {
         // Within max_body, so it fits in memory.
         let capacity = usize::try_from(declared.unwrap_or(0)).unwrap_or(0);
         let read = async {
-            let mut body = body;
+            let mut body = std::pin::pin!(body);
             // Copied out of hyper's buffers: what is held is exactly what was reserved.
             let mut buf = BytesMut::with_capacity(capacity);
-            while let Some(frame) = body.frame().await {
+            while let Some(frame) = body.as_mut().frame().await {
                 let frame = frame.map_err(|_| Refusal::BodyUnreadable)?;
                 let Ok(data) = frame.into_data() else {
                     continue;
@@ -351,8 +417,8 @@ fn log_decision(
 ///   the person may retry the same proof and GeeTest judges it again.
 ///
 /// Either way the decision is logged and counted with outcome `cancelled`.
-struct Validation {
-    validate: ValidateClient,
+struct Validation<V> {
+    validate: Arc<V>,
     store: Arc<dyn ReplayStore>,
     metrics: Arc<Metrics>,
     throttle: Option<Arc<Throttle>>,
@@ -379,7 +445,7 @@ enum Settle {
     Release,
 }
 
-impl Validation {
+impl<V: Validate> Validation<V> {
     async fn run(self, tx: oneshot::Sender<Settled>) {
         let (settle, settled) = self.judge().await;
         if tx.is_closed() {

@@ -23,7 +23,7 @@ use super::response::{refused, refused_closing};
 use super::upstream::{Upstream, UpstreamError};
 use super::websocket::{self, mark_websocket_upgrade};
 use crate::config::{Config, Route};
-use crate::gate::Gate;
+use crate::gate::{Decision, Gate};
 use crate::http_common::X_GATEKEEPER_CAPTCHA;
 use crate::metrics::{KindLabels, Metrics};
 use crate::normal_path::{NormalPath, PathRules};
@@ -201,8 +201,11 @@ impl Proxy {
                 // Boxed: the gate's state is large, and unboxed it would make every
                 // request's future (moved into place per request) as large.
                 match Box::pin(self.gate.admit(route, req, client)).await {
-                    Ok(admitted) => admitted.map(Either::Right),
-                    Err(refusal) => return refusal.map(Either::Right),
+                    Decision::Admitted(admitted) => admitted.map(Either::Right),
+                    Decision::Refused { refusal, audience } => {
+                        let redirect = route.reject_redirect.as_deref();
+                        return refusal.to_response(audience, redirect).map(Either::Right);
+                    }
                 }
             }
             None => req.map(super::body::streamed),
