@@ -8,7 +8,8 @@ use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 use super::*;
-use crate::config::{Methods, PathMatch};
+use crate::config::{Methods, OnError, PathMatch};
+use crate::http_common::X_GATEKEEPER_CAPTCHA;
 use crate::replay::MemoryStore;
 
 const CAPTCHA_ID: &str = "647f5ed2ed8acb4be36784e01556bb71";

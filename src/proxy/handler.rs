@@ -4,11 +4,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use std::borrow::Cow;
-
-use http::header::{COOKIE, HOST, HeaderValue};
-use http::uri::{Authority, PathAndQuery};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::header::{HOST, HeaderValue};
+use http::uri::Authority;
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
 use ipnet::IpNet;
@@ -20,15 +18,16 @@ use super::headers::forwarding::{client_addr, is_trusted, peer_header, set_forwa
 use super::headers::framing;
 use super::headers::hop::strip_hop_by_hop;
 use super::response::{refused, refused_closing};
+use super::target::{Target, canonical_target, join_cookies};
 use super::upstream::{Upstream, UpstreamError};
 use super::websocket::{self, mark_websocket_upgrade};
 use crate::config::{Config, Route};
 use crate::gate::{Decision, Gate};
 use crate::http_common::X_GATEKEEPER_CAPTCHA;
 use crate::metrics::{KindLabels, Metrics};
-use crate::normal_path::{NormalPath, PathRules};
+use crate::normal_path::PathRules;
 use crate::refusal::Refusal;
-use crate::routing::{RequestMethods, RouteTable, normal_host};
+use crate::routing::RouteTable;
 
 /// Passed upstream and logged with every line of the request.
 pub const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
@@ -173,7 +172,7 @@ impl Proxy {
             path,
             methods,
             normalised_uri,
-        } = match self.canonical_target(&mut req) {
+        } = match canonical_target(&mut req, self.path_rules) {
             Ok(target) => target,
             Err(reason) => return refused_closing(&Refusal::BadRequest(reason.into())),
         };
@@ -252,53 +251,6 @@ impl Proxy {
         resp.map(ProxyBody::Left)
     }
 
-    /// The request as routing reads it and the upstream will get it: host,
-    /// path and methods in normal form (see [`crate::routing`]), or why the
-    /// request is refused.
-    fn canonical_target<'r, B>(&self, req: &'r mut Request<B>) -> Result<Target<'r>, String> {
-        let mut authority = request_authority(req).map_err(str::to_owned)?;
-        if let Some(a) = &authority {
-            let written = a.host();
-            let host = normal_host(written).ok_or("invalid host")?;
-            if host.len() != written.len() || host.bytes().any(|b| b.is_ascii_uppercase()) {
-                let normal = match a.port() {
-                    Some(port) => format!("{}:{port}", host.to_ascii_lowercase()),
-                    None => host.to_ascii_lowercase(),
-                };
-                let normal = Authority::try_from(normal).map_err(|_| "invalid host")?;
-                if req.headers().contains_key(HOST) {
-                    let value =
-                        HeaderValue::from_str(normal.as_str()).map_err(|_| "invalid host")?;
-                    req.headers_mut().insert(HOST, value);
-                }
-                authority = Some(normal);
-            }
-        }
-        let methods = RequestMethods::new(req.method(), req.headers(), req.uri().query())
-            .map_err(|e| e.to_string())?;
-        let uri = req.uri();
-        let path = NormalPath::new(uri.path(), self.path_rules).map_err(|e| e.to_string())?;
-        let normalised_uri = match &path.path {
-            Cow::Borrowed(_) => None,
-            Cow::Owned(normal) => {
-                let target = match uri.query() {
-                    Some(q) => format!("{normal}?{q}"),
-                    None => normal.clone(),
-                };
-                let mut parts = uri.clone().into_parts();
-                parts.path_and_query =
-                    Some(PathAndQuery::try_from(target).map_err(|_| "invalid path")?);
-                Some(Uri::from_parts(parts).map_err(|_| "invalid path")?)
-            }
-        };
-        Ok(Target {
-            authority,
-            path,
-            methods,
-            normalised_uri,
-        })
-    }
-
     fn rewrite_request_headers(
         &self,
         req: &mut Request<ProxyBody>,
@@ -330,62 +282,6 @@ impl Proxy {
         {
             headers.insert(HOST, v);
         }
-    }
-}
-
-/// A request as routing reads it.
-struct Target<'r> {
-    authority: Option<Authority>,
-    path: NormalPath<'r>,
-    methods: RequestMethods,
-    /// The URI to forward, when normalising changed the path.
-    normalised_uri: Option<Uri>,
-}
-
-/// The authority the client addressed: HTTP/2's `:authority`, or the Host
-/// header. An absolute-form HTTP/1.1 target, or HTTP/2's `:authority`, must
-/// agree with a Host header (RFC 9112 §3.2.2 lets a server prefer the
-/// target, RFC 9113 §8.3.1 `:authority`; the app behind reads Host, so a
-/// mismatch is refused). More than one Host is refused whatever the version.
-fn request_authority<B>(req: &Request<B>) -> Result<Option<Authority>, &'static str> {
-    let mut hosts = req.headers().get_all(HOST).iter();
-    let host = hosts.next();
-    if hosts.next().is_some() {
-        return Err("more than one host header");
-    }
-    let from_header = match host {
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|s| s.parse::<Authority>().ok())
-                .ok_or("invalid host header")?,
-        ),
-        None => None,
-    };
-    let from_uri = req.uri().authority().cloned();
-    match (from_uri, from_header) {
-        (Some(u), Some(h)) if !u.as_str().eq_ignore_ascii_case(h.as_str()) => {
-            Err("request target and host header disagree")
-        }
-        (Some(u), _) => Ok(Some(u)),
-        (None, h) => Ok(h),
-    }
-}
-
-/// HTTP/2 may split Cookie into one field per crumb; an HTTP/1.1 upstream
-/// expects one line, joined with "; " (RFC 9113 §8.2.3).
-fn join_cookies(headers: &mut http::HeaderMap) {
-    let mut cookies = headers.get_all(COOKIE).iter();
-    let (Some(first), Some(_)) = (cookies.next(), cookies.next()) else {
-        return;
-    };
-    let mut joined = first.as_bytes().to_vec();
-    for crumb in headers.get_all(COOKIE).iter().skip(1) {
-        joined.extend_from_slice(b"; ");
-        joined.extend_from_slice(crumb.as_bytes());
-    }
-    if let Ok(value) = HeaderValue::from_bytes(&joined) {
-        headers.insert(COOKIE, value);
     }
 }
 

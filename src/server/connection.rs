@@ -39,7 +39,7 @@ use super::{Live, Shared};
 use crate::gate::admission::{AddrGuard, ConnAdmission};
 use crate::metrics::ConnectionLabels;
 use crate::proxy::headers::framing::WireRefusal;
-use crate::proxy::websocket::Tunnelling;
+use crate::proxy::tunnel::Tunnelling;
 use crate::proxy::{ConnInfo, ProxyBody};
 
 /// Which protocol to speak, decided before the first byte is read.

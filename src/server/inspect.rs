@@ -1,3 +1,4 @@
+// Over 400 lines: one byte-level parser of request framing, and its tests of the smuggling cases.
 //! The raw request heads of an HTTP/1 connection, checked before hyper
 //! normalises them.
 //!
