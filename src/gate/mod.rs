@@ -42,7 +42,7 @@ use crate::replay::{LotKey, ReplayStore};
 use admission::ConnAdmission;
 use body::{Held, forwardable};
 use fields::{FieldError, body_format, check_headers, check_shapes, extract};
-use report::{Seen, report_decision};
+use report::{LogFields, report_decision};
 use throttle::Throttle;
 use validation::Validation;
 
@@ -164,13 +164,13 @@ impl<V: Validate> Gate<V> {
         client: IpAddr,
     ) -> Decision {
         let (parts, body) = req.into_parts();
-        let mut seen = Seen::default();
+        let mut log = LogFields::default();
         let decision = match self.throttle.as_ref().and_then(|t| t.blocked(client)) {
             // Throttled before the body is read or GeeTest is asked.
             Some(wait) => Err(Refusal::Throttled {
                 retry_after: wait.as_secs().max(1),
             }),
-            None => self.decide(route, &parts, body, client, &mut seen).await,
+            None => self.decide(route, &parts, body, client, &mut log).await,
         };
         if let (Some(throttle), Err(refusal)) = (&self.throttle, &decision)
             && refusal.is_client_fault()
@@ -185,10 +185,10 @@ impl<V: Validate> Gate<V> {
             &self.metrics,
             &route.origin,
             client,
-            seen.lot_number.as_deref(),
+            log.lot_number.as_deref(),
             outcome,
             &reason,
-            seen.validate_ms,
+            log.validate_ms,
         );
         match decision {
             Ok(admitted) => Decision::Admitted(forwardable(parts, admitted)),
@@ -205,7 +205,7 @@ impl<V: Validate> Gate<V> {
         parts: &Parts,
         body: B,
         client: IpAddr,
-        seen: &mut Seen,
+        log: &mut LogFields,
     ) -> Result<Admitted, Refusal> {
         // Before the body is read: nothing to read if it would be refused.
         check_headers(&parts.headers).map_err(field_refusal)?;
@@ -229,7 +229,7 @@ impl<V: Validate> Gate<V> {
             .map_err(field_refusal)?;
         check_shapes(&proof, captcha_id.as_deref()).map_err(field_refusal)?;
         // Shape-checked, so safe to log: it is the proof's public serial number.
-        seen.lot_number = Some(proof.lot_number.clone());
+        log.lot_number = Some(proof.lot_number.clone());
         let captcha = select_captcha(route, captcha_id.as_deref())?;
         self.check_age(&proof.gen_time)?;
         let lot = LotKey::from_hex(&proof.lot_number).ok_or(Refusal::CaptchaMalformed(
@@ -256,7 +256,7 @@ impl<V: Validate> Gate<V> {
         let settled = rx
             .await
             .map_err(|_| Refusal::CaptchaUnavailable("verification is temporarily unavailable"))?;
-        seen.validate_ms = settled.validate_ms;
+        log.validate_ms = settled.validate_ms;
         settled.result.map(|verdict| Admitted {
             body,
             held,

@@ -6,9 +6,9 @@ use tracing::info;
 
 use crate::metrics::Metrics;
 
-/// What a decision learned along the way, for its log line.
+/// What a gate decision learned along the way, for its log line.
 #[derive(Debug, Default)]
-pub(super) struct Seen {
+pub(super) struct LogFields {
     pub(super) lot_number: Option<String>,
     pub(super) validate_ms: Option<u64>,
 }

@@ -63,9 +63,9 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
 }
 
-/// What one request's log line and metrics need to know.
+/// What a request learned along the way, for its log line and metrics.
 #[derive(Default)]
-struct Trace<'a> {
+struct LogFields<'a> {
     route: Option<&'a str>,
     upstream_ms: Option<u64>,
 }
@@ -102,9 +102,9 @@ impl Proxy {
             let method = req.method().clone();
             // For the log line; a Uri clone shares the request's bytes.
             let uri = req.uri().clone();
-            let mut trace = Trace::default();
+            let mut log = LogFields::default();
             let resp = match framing::judge(&mut req) {
-                Ok(()) => self.route_and_forward(req, &conn, &mut trace).await,
+                Ok(()) => self.route_and_forward(req, &conn, &mut log).await,
                 Err(e) => refused_closing(&Refusal::BadRequest(e.0.into())),
             };
             // HTTP/2 would send gatekeeper's own answer's body to a HEAD.
@@ -117,14 +117,14 @@ impl Proxy {
                 resp
             };
             let status = resp.status().as_u16();
-            self.metrics.request(trace.route, &method, status);
+            self.metrics.request(log.route, &method, status);
             // The query is never logged: GeeTest's own demos put the proof there.
             info!(
                 method = %method,
                 path = %uri.path(),
                 status,
-                route = trace.route.unwrap_or("-"),
-                upstream_ms = trace.upstream_ms,
+                route = log.route.unwrap_or("-"),
+                upstream_ms = log.upstream_ms,
                 total_ms = started.elapsed().as_millis() as u64,
                 peer = %conn.peer.ip(),
                 "request"
@@ -164,7 +164,7 @@ impl Proxy {
         &'s self,
         mut req: Request<Incoming>,
         conn: &ConnInfo,
-        trace: &mut Trace<'s>,
+        log: &mut LogFields<'s>,
     ) -> Response<ProxyBody> {
         drop_underscored(req.headers_mut());
         let Target {
@@ -179,7 +179,7 @@ impl Proxy {
         let route = self
             .routes
             .find(authority.as_ref().map(Authority::host), &path, &methods);
-        trace.route = route.map(|r| r.origin.as_str());
+        log.route = route.map(|r| r.origin.as_str());
         if let Some(normal) = normalised_uri {
             *req.uri_mut() = normal;
         }
@@ -215,7 +215,7 @@ impl Proxy {
         let result = self.upstream.send(req).await;
         let upstream_time = upstream_started.elapsed();
         Metrics::observe(&self.metrics.upstream_seconds, upstream_time);
-        trace.upstream_ms = Some(upstream_time.as_millis() as u64);
+        log.upstream_ms = Some(upstream_time.as_millis() as u64);
         let mut resp = match result {
             Ok(resp) => resp,
             Err(e) => {
@@ -239,7 +239,7 @@ impl Proxy {
                 })
                 .inc();
             warn!(
-                route = trace.route.unwrap_or("-"),
+                route = log.route.unwrap_or("-"),
                 reason, "upstream switched protocols without a websocket handshake"
             );
             return refused_closing(&Refusal::UpstreamBadUpgrade(reason));
