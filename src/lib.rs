@@ -13,7 +13,8 @@
 //! 3. For a protected request, [`gate`] reads the body, extracts the GeeTest
 //!    fields ([`gate::fields`]), checks them locally, claims the lot_number in
 //!    the [`replay`] store, asks GeeTest ([`geetest`]) and strips the fields.
-//!    A refusal is answered there and never reaches the upstream.
+//!    It returns a decision; the handler answers a [`refusal`], which never
+//!    reaches the upstream.
 //! 4. Headers are rewritten ([`proxy::headers::hop`],
 //!    [`proxy::headers::forwarding`]) and [`proxy::upstream`] forwards over
 //!    keep-alive connections from [`pool`]; bodies stream both ways.
@@ -37,6 +38,7 @@ pub mod metrics;
 pub mod normal_path;
 pub mod pool;
 pub mod proxy;
+pub mod refusal;
 pub mod replay;
 pub mod routing;
 pub mod server;

@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::gate::fields::CAPTCHA_FIELDS;
-use crate::gate::reject::escape_html;
+use crate::refusal::escape_html;
 use crate::sim::{DEMO_CAPTCHA_ID, Simulator};
 
 pub async fn serve(listener: TcpListener, sim: Arc<Simulator>) -> std::io::Result<()> {

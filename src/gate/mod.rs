@@ -3,49 +3,48 @@
 //! In order, and stopping at the first refusal: take the client address's
 //! place for a gated request and the connection's place for a buffered body
 //! (`admission`), read the body (bounded in size and time, and reserved from
-//! the process-wide body budget), extract the five fields (`fields`), check
-//! their shapes and the token's age locally, claim the lot_number in the replay store, ask GeeTest,
-//! record the outcome, and hand on the request with the captcha fields removed.
-//! `reject` renders refusals. Nothing refused ever reaches the upstream.
-//! From the claim on, the work runs on a task of its own (`Validation`), so a
+//! the process-wide body budget: `body`), extract the five fields (`fields`),
+//! check their shapes and the token's age locally, claim the lot_number in
+//! the replay store, ask GeeTest, record the outcome, and hand on the request
+//! with the captcha fields removed. The gate returns a `Decision`; the proxy
+//! renders a refusal. Nothing refused ever reaches the upstream.
+//! From the claim on, the work runs on a task of its own (`validation`), so a
 //! client that goes away mid-validation leaves no claim in flight: its claim
 //! is settled by the rule documented there, and its decision is logged and
-//! counted with outcome `cancelled`.
+//! counted with outcome `cancelled` (`report`: one line per decision).
 
 pub mod admission;
+mod body;
 pub mod fields;
-pub mod reject;
+mod report;
+#[cfg(test)]
+mod tests;
 pub mod throttle;
+mod validation;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, TRANSFER_ENCODING};
+use bytes::Bytes;
+use http::Request;
+use http::header::CONTENT_TYPE;
 use http::request::Parts;
-use http::{Request, Response, StatusCode, Uri};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use tokio::sync::{OwnedSemaphorePermit, oneshot};
-use tracing::{info, warn};
+use http_body::Body;
+use tokio::sync::oneshot;
 
-use crate::config::{Captcha, Config, OnError, Route};
-use crate::geetest::{Proof, ValidateClient, Verdict};
-use crate::http_common::{HeldBody, X_GATEKEEPER_CAPTCHA, whole_body};
-use crate::metrics::{KindLabels, Metrics};
-use crate::replay::{Claim, LotKey, LotState, ReplayStore, StoreError};
-use admission::{ConnAdmission, FREE_PER_BODY, Reservation};
+use crate::config::{Captcha, CaptchaKey, Config, Route};
+use crate::geetest::{Proof, ValidateClient, ValidateError, Verdict};
+use crate::http_common::HeldBody;
+use crate::metrics::Metrics;
+use crate::refusal::{Audience, Refusal};
+use crate::replay::{LotKey, ReplayStore};
+use admission::ConnAdmission;
+use body::{Held, forwardable};
 use fields::{FieldError, body_format, check_headers, check_shapes, extract};
-pub use reject::Rejection;
+use report::{LogFields, report_decision};
 use throttle::Throttle;
-
-/// What a decision learned along the way, for its log line.
-#[derive(Debug, Default)]
-struct Seen {
-    lot_number: Option<String>,
-    validate_ms: Option<u64>,
-}
+use validation::Validation;
 
 /// An admitted request's stripped body and query, and the verdict to mark it with.
 struct Admitted {
@@ -59,9 +58,54 @@ struct Admitted {
 /// How far in the future a gen_time may be (clock skew between GeeTest and us).
 const MAX_FUTURE_SKEW: Duration = Duration::from_secs(60);
 
+/// GeeTest's judgement of a proof: the validate API, or a stand-in in tests.
+pub trait Validate: std::fmt::Debug + Send + Sync + 'static {
+    fn validate(
+        &self,
+        captcha_id: &str,
+        key: &CaptchaKey,
+        proof: &Proof,
+    ) -> impl Future<Output = Result<Verdict, ValidateError>> + Send;
+}
+
+impl Validate for ValidateClient {
+    fn validate(
+        &self,
+        captcha_id: &str,
+        key: &CaptchaKey,
+        proof: &Proof,
+    ) -> impl Future<Output = Result<Verdict, ValidateError>> + Send {
+        ValidateClient::validate(self, captcha_id, key, proof)
+    }
+}
+
+/// The gate's bounds, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct GateLimits {
+    pub max_body: u64,
+    pub body_timeout: Duration,
+    pub max_token_age: Duration,
+}
+
+/// What the gate decided about one gated request.
 #[derive(Debug)]
-pub struct Gate {
-    validate: ValidateClient,
+#[expect(
+    clippy::large_enum_variant,
+    reason = "made once per gated request and unpacked at once; a box would only add an allocation"
+)]
+pub enum Decision {
+    /// Stripped of the captcha fields and marked: to be forwarded.
+    Admitted(Request<HeldBody>),
+    /// To be answered, in the form its `audience` reads.
+    Refused {
+        refusal: Refusal,
+        audience: Audience,
+    },
+}
+
+#[derive(Debug)]
+pub struct Gate<V = ValidateClient> {
+    validate: Arc<V>,
     store: Arc<dyn ReplayStore>,
     metrics: Arc<Metrics>,
     throttle: Option<Arc<Throttle>>,
@@ -72,96 +116,109 @@ pub struct Gate {
 
 impl Gate {
     pub fn new(config: &Config, store: Arc<dyn ReplayStore>, metrics: Arc<Metrics>) -> Self {
-        Self {
-            validate: ValidateClient::with_breaker(
-                &config.geetest.api_servers,
-                config.geetest.timeout,
-                config.geetest.breaker_failures,
-                config.geetest.breaker_cooldown,
-                config.server.workers,
-            ),
-            store,
-            metrics,
+        let validate = ValidateClient::with_breaker(
+            &config.geetest.api_servers,
+            config.geetest.timeout,
+            config.geetest.breaker_failures,
+            config.geetest.breaker_cooldown,
+            config.server.workers,
+        );
+        let limits = GateLimits {
             max_body: config.limits.max_body,
             // A gated body is read whole before anything is forwarded; the
             // same bound as for the request head keeps a slow client from
             // holding the gate open.
             body_timeout: config.limits.header_read_timeout,
             max_token_age: config.geetest.max_token_age,
-            throttle: config.throttle.as_ref().map(|t| Arc::new(Throttle::new(t))),
+        };
+        let throttle = config.throttle.as_ref().map(Throttle::new);
+        Self::with_validate(validate, limits, throttle, store, metrics)
+    }
+}
+
+impl<V: Validate> Gate<V> {
+    pub fn with_validate(
+        validate: V,
+        limits: GateLimits,
+        throttle: Option<Throttle>,
+        store: Arc<dyn ReplayStore>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            validate: Arc::new(validate),
+            store,
+            metrics,
+            throttle: throttle.map(Arc::new),
+            max_body: limits.max_body,
+            body_timeout: limits.body_timeout,
+            max_token_age: limits.max_token_age,
         }
     }
 
     /// Admits the request (stripped of the captcha fields and marked) or
-    /// answers the refusal. Every decision is logged and counted once, here.
-    pub async fn admit(
+    /// refuses it. Every decision is logged and counted once, here.
+    pub async fn admit<B: Body<Data = Bytes>>(
         &self,
         route: &Route,
-        req: Request<Incoming>,
+        req: Request<B>,
         client: IpAddr,
-    ) -> Result<Request<HeldBody>, Response<HeldBody>> {
+    ) -> Decision {
         let (parts, body) = req.into_parts();
-        let mut seen = Seen::default();
+        let mut log = LogFields::default();
         let decision = match self.throttle.as_ref().and_then(|t| t.blocked(client)) {
             // Throttled before the body is read or GeeTest is asked.
-            Some(wait) => Err(Rejection {
-                retry_after: Some(wait.as_secs().max(1)),
-                ..Rejection::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "captcha_throttled",
-                    "too many refused captchas from this address, retry later",
-                )
+            Some(wait) => Err(Refusal::Throttled {
+                retry_after: wait.as_secs().max(1),
             }),
-            None => self.decide(route, &parts, body, client, &mut seen).await,
+            None => self.decide(route, &parts, body, client, &mut log).await,
         };
-        if let (Some(throttle), Err(rejection)) = (&self.throttle, &decision)
-            && rejection.is_client_fault()
+        if let (Some(throttle), Err(refusal)) = (&self.throttle, &decision)
+            && refusal.is_client_fault()
         {
             throttle.charge(client);
         }
         let (outcome, reason) = match &decision {
-            Ok(admitted) => (admitted.verdict, ""),
-            Err(rejection) => (rejection.code, rejection.reason.as_str()),
+            Ok(admitted) => (admitted.verdict, Default::default()),
+            Err(refusal) => (refusal.code(), refusal.reason()),
         };
-        self.metrics.decision(&route.origin, outcome);
-        log_decision(
+        report_decision(
+            &self.metrics,
             &route.origin,
             client,
-            seen.lot_number.as_deref(),
+            log.lot_number.as_deref(),
             outcome,
-            reason,
-            seen.validate_ms,
+            &reason,
+            log.validate_ms,
         );
         match decision {
-            Ok(admitted) => Ok(forwardable(parts, admitted)),
-            Err(rejection) => Err(rejection.into_response(
-                &parts.method,
-                &parts.headers,
-                route.reject_redirect.as_deref(),
-            )),
+            Ok(admitted) => Decision::Admitted(forwardable(parts, admitted)),
+            Err(refusal) => Decision::Refused {
+                refusal,
+                audience: Audience::of(&parts.method, &parts.headers),
+            },
         }
     }
 
-    async fn decide(
+    async fn decide<B: Body<Data = Bytes>>(
         &self,
         route: &Route,
         parts: &Parts,
-        body: Incoming,
+        body: B,
         client: IpAddr,
-        seen: &mut Seen,
-    ) -> Result<Admitted, Rejection> {
+        log: &mut LogFields,
+    ) -> Result<Admitted, Refusal> {
         // Before the body is read: nothing to read if it would be refused.
-        check_headers(&parts.headers).map_err(field_rejection)?;
+        check_headers(&parts.headers).map_err(field_refusal)?;
         let admission = parts.extensions.get::<ConnAdmission>();
         // Held until the decision: one address cannot hold every buffer and
         // validate call, whatever its number of connections.
         let _gated = match admission {
-            Some(a) => Some(a.shared.gated.enter(client).ok_or_else(too_many_gated)?),
+            Some(a) => Some(a.shared.gated.enter(client).ok_or(Refusal::TooManyGated)?),
             None => None,
         };
         let (body, held) = self.read_body(parts, body, admission).await?;
-        let format = body_format(parts.headers.get(CONTENT_TYPE), body.is_empty())
-            .map_err(field_rejection)?;
+        let format =
+            body_format(parts.headers.get(CONTENT_TYPE), body.is_empty()).map_err(field_refusal)?;
         let fields::Extraction {
             proof,
             captcha_id,
@@ -169,19 +226,15 @@ impl Gate {
             body,
         } = extract(parts.uri.query(), &format, body)
             .await
-            .map_err(field_rejection)?;
-        check_shapes(&proof, captcha_id.as_deref()).map_err(field_rejection)?;
+            .map_err(field_refusal)?;
+        check_shapes(&proof, captcha_id.as_deref()).map_err(field_refusal)?;
         // Shape-checked, so safe to log: it is the proof's public serial number.
-        seen.lot_number = Some(proof.lot_number.clone());
+        log.lot_number = Some(proof.lot_number.clone());
         let captcha = select_captcha(route, captcha_id.as_deref())?;
         self.check_age(&proof.gen_time)?;
-        let lot = LotKey::from_hex(&proof.lot_number).ok_or_else(|| {
-            Rejection::new(
-                StatusCode::BAD_REQUEST,
-                "captcha_malformed",
-                "lot_number is not 32 hex characters",
-            )
-        })?;
+        let lot = LotKey::from_hex(&proof.lot_number).ok_or(Refusal::CaptchaMalformed(
+            "lot_number is not 32 hex characters".into(),
+        ))?;
 
         let validation = Validation {
             validate: self.validate.clone(),
@@ -202,8 +255,8 @@ impl Gate {
         tokio::spawn(validation.run(tx));
         let settled = rx
             .await
-            .map_err(|_| unavailable("verification is temporarily unavailable"))?;
-        seen.validate_ms = settled.validate_ms;
+            .map_err(|_| Refusal::CaptchaUnavailable("verification is temporarily unavailable"))?;
+        log.validate_ms = settled.validate_ms;
         settled.result.map(|verdict| Admitted {
             body,
             held,
@@ -212,118 +265,21 @@ impl Gate {
         })
     }
 
-    /// Reads the whole body, refusing beyond `max_body` (413), beyond the
-    /// body budget (503) or `body_timeout` (408). Waiting for one of the
-    /// connection's places to buffer counts against `body_timeout`. Without
-    /// `admission` (a request that did not come through a listener), nothing
-    /// is reserved.
-    async fn read_body(
-        &self,
-        parts: &Parts,
-        body: Incoming,
-        admission: Option<&ConnAdmission>,
-    ) -> Result<(Bytes, Held), Rejection> {
-        let too_large = || {
-            Rejection::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("the request body is larger than {} bytes", self.max_body),
-            )
-        };
-        let timed_out = || {
-            Rejection::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                "the request body was not received in time",
-            )
-        };
-        let declared = parts
-            .headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > self.max_body) {
-            return Err(too_large());
-        }
-        let deadline = tokio::time::Instant::now() + self.body_timeout;
-        let place = match admission {
-            Some(a) => {
-                match tokio::time::timeout_at(deadline, a.bodies.clone().acquire_owned()).await {
-                    Ok(Ok(place)) => Some(place),
-                    Ok(Err(_)) => return Err(unavailable("the connection is closing")),
-                    Err(_) => return Err(timed_out()),
-                }
-            }
-            None => None,
-        };
-        let mut reservation = admission.map(|a| a.shared.budget.reservation());
-        // Bytes beyond a body's free allowance are reserved before they are
-        // read: all at once by Content-Length, else as they arrive.
-        let reserve = |len: u64, reservation: &mut Option<Reservation>| match reservation {
-            Some(r) => {
-                let owed = len.saturating_sub(FREE_PER_BODY).saturating_sub(r.bytes());
-                owed == 0 || r.grow(owed)
-            }
-            None => true,
-        };
-        if let Some(len) = declared
-            && !reserve(len, &mut reservation)
-        {
-            return Err(budget_exhausted());
-        }
-        // Within max_body, so it fits in memory.
-        let capacity = usize::try_from(declared.unwrap_or(0)).unwrap_or(0);
-        let read = async {
-            let mut body = body;
-            // Copied out of hyper's buffers: what is held is exactly what was reserved.
-            let mut buf = BytesMut::with_capacity(capacity);
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|_| {
-                    Rejection::new(
-                        StatusCode::BAD_REQUEST,
-                        "bad_request",
-                        "the request body could not be read",
-                    )
-                })?;
-                let Ok(data) = frame.into_data() else {
-                    continue;
-                };
-                let len = (buf.len() + data.len()) as u64;
-                if len > self.max_body {
-                    return Err(too_large());
-                }
-                if !reserve(len, &mut reservation) {
-                    return Err(budget_exhausted());
-                }
-                buf.extend_from_slice(&data);
-            }
-            Ok(buf.freeze())
-        };
-        match tokio::time::timeout_at(deadline, read).await {
-            Ok(Ok(bytes)) => Ok((bytes, Held { reservation, place })),
-            Ok(Err(rejection)) => Err(rejection),
-            Err(_) => Err(timed_out()),
-        }
-    }
-
-    fn check_age(&self, gen_time: &str) -> Result<(), Rejection> {
-        let expired = |why: &str| Rejection::new(StatusCode::FORBIDDEN, "captcha_expired", why);
-        let generated = gen_time.parse::<u64>().map_err(|_| {
-            Rejection::new(
-                StatusCode::BAD_REQUEST,
-                "captcha_malformed",
-                "gen_time is not a number",
-            )
-        })?;
+    fn check_age(&self, gen_time: &str) -> Result<(), Refusal> {
+        let generated = gen_time
+            .parse::<u64>()
+            .map_err(|_| Refusal::CaptchaMalformed("gen_time is not a number".into()))?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
         if generated > now.saturating_add(MAX_FUTURE_SKEW.as_secs()) {
-            return Err(expired("gen_time is in the future"));
+            return Err(Refusal::CaptchaExpired("gen_time is in the future"));
         }
         if now.saturating_sub(generated) > self.max_token_age.as_secs() {
-            return Err(expired("the captcha is too old, please solve it again"));
+            return Err(Refusal::CaptchaExpired(
+                "the captcha is too old, please solve it again",
+            ));
         }
         Ok(())
     }
@@ -334,14 +290,9 @@ impl Gate {
 fn select_captcha<'r>(
     route: &'r Route,
     client_id: Option<&str>,
-) -> Result<&'r Arc<Captcha>, Rejection> {
-    let not_configured = || {
-        Rejection::new(
-            StatusCode::BAD_REQUEST,
-            "captcha_malformed",
-            "captcha_id is not configured for this route",
-        )
-    };
+) -> Result<&'r Arc<Captcha>, Refusal> {
+    let not_configured =
+        || Refusal::CaptchaMalformed("captcha_id is not configured for this route".into());
     match client_id {
         None => route.captchas.first().ok_or_else(not_configured),
         Some(id) => route
@@ -352,344 +303,11 @@ fn select_captcha<'r>(
     }
 }
 
-fn log_decision(
-    route: &str,
-    client: IpAddr,
-    lot_number: Option<&str>,
-    outcome: &str,
-    reason: &str,
-    validate_ms: Option<u64>,
-) {
-    info!(
-        route,
-        client = %client,
-        lot_number = lot_number.unwrap_or("-"),
-        outcome,
-        reason,
-        validate_ms,
-        "captcha decision"
-    );
-}
-
-/// A shape-checked proof's claim, GeeTest's verdict and the recorded
-/// outcome, run on a task of its own so that it always ends: the validate
-/// call is bounded by the geetest timeout, and its pooled connection goes
-/// back to the pool instead of being dropped mid-request.
-///
-/// If the request was abandoned (the client went away) before the verdict
-/// was delivered, nothing was forwarded, and the claim is settled by this
-/// rule:
-/// - GeeTest said fail, or answered with an error: recorded as failed, like
-///   any failure (a replay is refused, the client's throttle is charged);
-/// - GeeTest said pass, or could not be reached: the claim is released, so
-///   the person may retry the same proof and GeeTest judges it again.
-///
-/// Either way the decision is logged and counted with outcome `cancelled`.
-struct Validation {
-    validate: ValidateClient,
-    store: Arc<dyn ReplayStore>,
-    metrics: Arc<Metrics>,
-    throttle: Option<Arc<Throttle>>,
-    captcha: Arc<Captcha>,
-    proof: Proof,
-    lot: LotKey,
-    route: String,
-    on_error: OnError,
-    client: IpAddr,
-}
-
-/// What the validation hands back to the request waiting for it.
-struct Settled {
-    result: Result<&'static str, Rejection>,
-    validate_ms: Option<u64>,
-}
-
-/// What becomes of a claimed lot_number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Settle {
-    /// Nothing was claimed (a replay, or the store refused the claim).
-    Unclaimed,
-    Record(LotState),
-    Release,
-}
-
-impl Validation {
-    async fn run(self, tx: oneshot::Sender<Settled>) {
-        let (settle, settled) = self.judge().await;
-        if tx.is_closed() {
-            self.abandoned(settle, settled).await;
-            return;
-        }
-        self.apply(settle).await;
-        if let Err(settled) = tx.send(settled) {
-            // Abandoned after all: the outcome was recorded but nothing was
-            // forwarded, so a pass is released after the fact.
-            if matches!(
-                settle,
-                Settle::Record(LotState::Passed | LotState::FailOpen)
-            ) {
-                self.release().await;
-            }
-            self.report_cancelled(settle, &settled);
-        }
-    }
-
-    /// Claims the lot_number and asks GeeTest; settles nothing yet.
-    async fn judge(&self) -> (Settle, Settled) {
-        let refused = |rejection| {
-            (
-                Settle::Unclaimed,
-                Settled {
-                    result: Err(rejection),
-                    validate_ms: None,
-                },
-            )
-        };
-        match self.store.claim(self.lot).await {
-            Ok(Claim::Fresh) => {}
-            Ok(Claim::Seen(state)) => {
-                return refused(Rejection::new(
-                    StatusCode::FORBIDDEN,
-                    "captcha_replayed",
-                    state.describe(),
-                ));
-            }
-            Err(e) => {
-                crate::logging::throttled!(
-                    warn!(error = %e, full = matches!(e, StoreError::Full(_)), "replay store cannot take a claim")
-                );
-                return refused(unavailable("verification is temporarily unavailable"));
-            }
-        }
-
-        let started = Instant::now();
-        let answer = self
-            .validate
-            .validate(&self.captcha.id, &self.captcha.key, &self.proof)
-            .await;
-        let validate_time = started.elapsed();
-        Metrics::observe(&self.metrics.validate_seconds, validate_time);
-        let validate_ms = Some(validate_time.as_millis() as u64);
-        let (settle, result) = match answer {
-            Ok(Verdict::Pass { .. }) => (Settle::Record(LotState::Passed), Ok("pass")),
-            Ok(Verdict::Fail { reason }) => (
-                Settle::Record(LotState::Failed),
-                Err(Rejection::new(
-                    StatusCode::FORBIDDEN,
-                    "captcha_failed",
-                    reason,
-                )),
-            ),
-            Ok(Verdict::Error { code, msg }) => {
-                // A malformed request, possibly attacker-made: a deny, never fail-open.
-                crate::logging::throttled!(
-                    warn!(route = %self.route, code = %code, msg = %msg, "GeeTest refused the validate request")
-                );
-                let reason = format!("GeeTest error {code}: {msg}");
-                (
-                    Settle::Record(LotState::Failed),
-                    Err(Rejection::new(
-                        StatusCode::FORBIDDEN,
-                        "captcha_rejected",
-                        reason,
-                    )),
-                )
-            }
-            Err(e) => {
-                self.metrics
-                    .validate_failures
-                    .get_or_create(&KindLabels { kind: e.kind() })
-                    .inc();
-                crate::logging::throttled!(
-                    warn!(route = %self.route, error = %e, "GeeTest validate API unreachable")
-                );
-                match self.on_error {
-                    OnError::Allow => (Settle::Record(LotState::FailOpen), Ok("fail-open")),
-                    // The proof was never judged: let the person retry it.
-                    OnError::Deny => (
-                        Settle::Release,
-                        Err(unavailable(
-                            "captcha verification is unavailable, please retry",
-                        )),
-                    ),
-                }
-            }
-        };
-        (
-            settle,
-            Settled {
-                result,
-                validate_ms,
-            },
-        )
-    }
-
-    async fn apply(&self, settle: Settle) {
-        match settle {
-            Settle::Unclaimed => {}
-            // A failed record only weakens replay memory for this lot; the decision stands.
-            Settle::Record(state) => {
-                if let Err(e) = self.store.record(self.lot, state).await {
-                    crate::logging::throttled!(
-                        warn!(error = %e, "could not record captcha outcome")
-                    );
-                }
-            }
-            Settle::Release => self.release().await,
-        }
-    }
-
-    async fn release(&self) {
-        if let Err(e) = self.store.release(self.lot).await {
-            crate::logging::throttled!(warn!(error = %e, "could not release captcha claim"));
-        }
-    }
-
-    /// The client went away before the verdict was delivered.
-    async fn abandoned(&self, settle: Settle, settled: Settled) {
-        let settle = match settle {
-            Settle::Record(LotState::Failed) | Settle::Unclaimed => settle,
-            Settle::Record(_) | Settle::Release => Settle::Release,
-        };
-        self.apply(settle).await;
-        self.report_cancelled(settle, &settled);
-    }
-
-    fn report_cancelled(&self, settle: Settle, settled: &Settled) {
-        if let (Some(throttle), Err(rejection)) = (&self.throttle, &settled.result)
-            && rejection.is_client_fault()
-        {
-            throttle.charge(self.client);
-        }
-        let verdict = match &settled.result {
-            Ok(verdict) => verdict,
-            Err(rejection) => rejection.code,
-        };
-        let reason = format!(
-            "the client went away during verification ({verdict}); {}",
-            match settle {
-                Settle::Record(LotState::Failed) => "the proof is spent",
-                Settle::Unclaimed => "nothing was claimed",
-                _ => "the claim was released",
-            }
-        );
-        self.metrics.decision(&self.route, "cancelled");
-        log_decision(
-            &self.route,
-            self.client,
-            Some(&self.proof.lot_number),
-            "cancelled",
-            &reason,
-            settled.validate_ms,
-        );
-    }
-}
-
-fn field_rejection(e: FieldError) -> Rejection {
+fn field_refusal(e: FieldError) -> Refusal {
     match e {
-        FieldError::UnsupportedMediaType(ct) => Rejection::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            format!("cannot read captcha fields from {ct}"),
-        ),
-        FieldError::Missing(names) => Rejection::new(
-            StatusCode::FORBIDDEN,
-            "captcha_required",
-            format!("missing captcha fields: {}", names.join(", ")),
-        ),
-        FieldError::Malformed(why) => {
-            Rejection::new(StatusCode::BAD_REQUEST, "captcha_malformed", why)
-        }
-        FieldError::Ambiguous(why) => {
-            Rejection::new(StatusCode::BAD_REQUEST, "body_ambiguous", why)
-        }
+        FieldError::UnsupportedMediaType(ct) => Refusal::UnsupportedMediaType(ct),
+        FieldError::Missing(missing) => Refusal::CaptchaRequired { missing },
+        FieldError::Malformed(why) => Refusal::CaptchaMalformed(why.into()),
+        FieldError::Ambiguous(why) => Refusal::BodyAmbiguous(why),
     }
-}
-
-fn budget_exhausted() -> Rejection {
-    Rejection::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "body_budget_exhausted",
-        "too many request bodies are being received, please retry shortly",
-    )
-}
-
-fn too_many_gated() -> Rejection {
-    Rejection {
-        retry_after: Some(1),
-        ..Rejection::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_gated",
-            "too many verifications in flight from this address, retry shortly",
-        )
-    }
-}
-
-/// What a buffered body holds while its bytes exist: its reservation from
-/// the budget, and its connection's place to buffer one (see `admission`).
-struct Held {
-    reservation: Option<Reservation>,
-    place: Option<OwnedSemaphorePermit>,
-}
-
-/// The forwarded body's bytes, holding their places until the upstream is
-/// done with them (the last reference drops).
-fn holding(body: Bytes, held: Held) -> Bytes {
-    struct Owner {
-        body: Bytes,
-        _held: Held,
-    }
-    impl AsRef<[u8]> for Owner {
-        fn as_ref(&self) -> &[u8] {
-            &self.body
-        }
-    }
-    if held.reservation.is_none() && held.place.is_none() {
-        return body;
-    }
-    Bytes::from_owner(Owner { body, _held: held })
-}
-
-fn unavailable(reason: &str) -> Rejection {
-    Rejection::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "captcha_unavailable",
-        reason,
-    )
-}
-
-/// The request as the upstream will see it: fields gone, length recomputed.
-fn forwardable(
-    mut parts: Parts,
-    Admitted {
-        body,
-        held,
-        query,
-        verdict,
-    }: Admitted,
-) -> Request<HeldBody> {
-    if parts.uri.query().is_some() {
-        let path = parts.uri.path();
-        let target = match &query {
-            Some(q) => format!("{path}?{q}"),
-            None => path.to_owned(),
-        };
-        // The stripped query is a subset of a valid one, so this parses; if it
-        // ever did not, dropping the query is the safe side (no field leaks).
-        parts.uri = Uri::try_from(target)
-            .or_else(|_| Uri::try_from(path.to_owned()))
-            .unwrap_or_else(|_| Uri::from_static("/"));
-    }
-    parts.headers.remove(TRANSFER_ENCODING);
-    if body.is_empty() && !parts.headers.contains_key(CONTENT_LENGTH) {
-        // A bodiless request (GET with the proof in the query) stays bodiless.
-    } else {
-        parts
-            .headers
-            .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-    }
-    parts
-        .headers
-        .insert(X_GATEKEEPER_CAPTCHA, HeaderValue::from_static(verdict));
-    Request::from_parts(parts, whole_body(holding(body, held)))
 }

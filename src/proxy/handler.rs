@@ -4,11 +4,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use std::borrow::Cow;
-
-use http::header::{COOKIE, HOST, HeaderValue};
-use http::uri::{Authority, PathAndQuery};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::header::{HOST, HeaderValue};
+use http::uri::Authority;
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
 use ipnet::IpNet;
@@ -19,15 +17,17 @@ use super::headers::drop_underscored;
 use super::headers::forwarding::{client_addr, is_trusted, peer_header, set_forwarding_headers};
 use super::headers::framing;
 use super::headers::hop::strip_hop_by_hop;
-use super::response::{closing_error, json_error};
+use super::response::{refused, refused_closing};
+use super::target::{Target, canonical_target, join_cookies};
 use super::upstream::{Upstream, UpstreamError};
 use super::websocket::{self, mark_websocket_upgrade};
 use crate::config::{Config, Route};
-use crate::gate::Gate;
+use crate::gate::{Decision, Gate};
 use crate::http_common::X_GATEKEEPER_CAPTCHA;
 use crate::metrics::{KindLabels, Metrics};
-use crate::normal_path::{NormalPath, PathRules};
-use crate::routing::{RequestMethods, RouteTable, normal_host};
+use crate::normal_path::PathRules;
+use crate::refusal::Refusal;
+use crate::routing::RouteTable;
 
 /// Passed upstream and logged with every line of the request.
 pub const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
@@ -63,9 +63,9 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
 }
 
-/// What one request's log line and metrics need to know.
+/// What a request learned along the way, for its log line and metrics.
 #[derive(Default)]
-struct Trace<'a> {
+struct LogFields<'a> {
     route: Option<&'a str>,
     upstream_ms: Option<u64>,
 }
@@ -102,10 +102,10 @@ impl Proxy {
             let method = req.method().clone();
             // For the log line; a Uri clone shares the request's bytes.
             let uri = req.uri().clone();
-            let mut trace = Trace::default();
+            let mut log = LogFields::default();
             let resp = match framing::judge(&mut req) {
-                Ok(()) => self.route_and_forward(req, &conn, &mut trace).await,
-                Err(e) => closing_error(StatusCode::BAD_REQUEST, "bad_request", e.0),
+                Ok(()) => self.route_and_forward(req, &conn, &mut log).await,
+                Err(e) => refused_closing(&Refusal::BadRequest(e.0.into())),
             };
             // HTTP/2 would send gatekeeper's own answer's body to a HEAD.
             let resp = if method == Method::HEAD {
@@ -117,14 +117,14 @@ impl Proxy {
                 resp
             };
             let status = resp.status().as_u16();
-            self.metrics.request(trace.route, &method, status);
+            self.metrics.request(log.route, &method, status);
             // The query is never logged: GeeTest's own demos put the proof there.
             info!(
                 method = %method,
                 path = %uri.path(),
                 status,
-                route = trace.route.unwrap_or("-"),
-                upstream_ms = trace.upstream_ms,
+                route = log.route.unwrap_or("-"),
+                upstream_ms = log.upstream_ms,
                 total_ms = started.elapsed().as_millis() as u64,
                 peer = %conn.peer.ip(),
                 "request"
@@ -164,7 +164,7 @@ impl Proxy {
         &'s self,
         mut req: Request<Incoming>,
         conn: &ConnInfo,
-        trace: &mut Trace<'s>,
+        log: &mut LogFields<'s>,
     ) -> Response<ProxyBody> {
         drop_underscored(req.headers_mut());
         let Target {
@@ -172,14 +172,14 @@ impl Proxy {
             path,
             methods,
             normalised_uri,
-        } = match self.canonical_target(&mut req) {
+        } = match canonical_target(&mut req, self.path_rules) {
             Ok(target) => target,
-            Err(reason) => return closing_error(StatusCode::BAD_REQUEST, "bad_request", &reason),
+            Err(reason) => return refused_closing(&Refusal::BadRequest(reason.into())),
         };
         let route = self
             .routes
             .find(authority.as_ref().map(Authority::host), &path, &methods);
-        trace.route = route.map(|r| r.origin.as_str());
+        log.route = route.map(|r| r.origin.as_str());
         if let Some(normal) = normalised_uri {
             *req.uri_mut() = normal;
         }
@@ -200,8 +200,11 @@ impl Proxy {
                 // Boxed: the gate's state is large, and unboxed it would make every
                 // request's future (moved into place per request) as large.
                 match Box::pin(self.gate.admit(route, req, client)).await {
-                    Ok(admitted) => admitted.map(Either::Right),
-                    Err(refusal) => return refusal.map(Either::Right),
+                    Decision::Admitted(admitted) => admitted.map(Either::Right),
+                    Decision::Refused { refusal, audience } => {
+                        let redirect = route.reject_redirect.as_deref();
+                        return refusal.to_response(audience, redirect).map(Either::Right);
+                    }
                 }
             }
             None => req.map(super::body::streamed),
@@ -212,7 +215,7 @@ impl Proxy {
         let result = self.upstream.send(req).await;
         let upstream_time = upstream_started.elapsed();
         Metrics::observe(&self.metrics.upstream_seconds, upstream_time);
-        trace.upstream_ms = Some(upstream_time.as_millis() as u64);
+        log.upstream_ms = Some(upstream_time.as_millis() as u64);
         let mut resp = match result {
             Ok(resp) => resp,
             Err(e) => {
@@ -236,63 +239,16 @@ impl Proxy {
                 })
                 .inc();
             warn!(
-                route = trace.route.unwrap_or("-"),
+                route = log.route.unwrap_or("-"),
                 reason, "upstream switched protocols without a websocket handshake"
             );
-            return closing_error(StatusCode::BAD_GATEWAY, "upstream_bad_upgrade", reason);
+            return refused_closing(&Refusal::UpstreamBadUpgrade(reason));
         }
         strip_hop_by_hop(resp.headers_mut());
         if switched {
             mark_websocket_upgrade(resp.headers_mut());
         }
         resp.map(ProxyBody::Left)
-    }
-
-    /// The request as routing reads it and the upstream will get it: host,
-    /// path and methods in normal form (see [`crate::routing`]), or why the
-    /// request is refused.
-    fn canonical_target<'r, B>(&self, req: &'r mut Request<B>) -> Result<Target<'r>, String> {
-        let mut authority = request_authority(req).map_err(str::to_owned)?;
-        if let Some(a) = &authority {
-            let written = a.host();
-            let host = normal_host(written).ok_or("invalid host")?;
-            if host.len() != written.len() || host.bytes().any(|b| b.is_ascii_uppercase()) {
-                let normal = match a.port() {
-                    Some(port) => format!("{}:{port}", host.to_ascii_lowercase()),
-                    None => host.to_ascii_lowercase(),
-                };
-                let normal = Authority::try_from(normal).map_err(|_| "invalid host")?;
-                if req.headers().contains_key(HOST) {
-                    let value =
-                        HeaderValue::from_str(normal.as_str()).map_err(|_| "invalid host")?;
-                    req.headers_mut().insert(HOST, value);
-                }
-                authority = Some(normal);
-            }
-        }
-        let methods = RequestMethods::new(req.method(), req.headers(), req.uri().query())
-            .map_err(|e| e.to_string())?;
-        let uri = req.uri();
-        let path = NormalPath::new(uri.path(), self.path_rules).map_err(|e| e.to_string())?;
-        let normalised_uri = match &path.path {
-            Cow::Borrowed(_) => None,
-            Cow::Owned(normal) => {
-                let target = match uri.query() {
-                    Some(q) => format!("{normal}?{q}"),
-                    None => normal.clone(),
-                };
-                let mut parts = uri.clone().into_parts();
-                parts.path_and_query =
-                    Some(PathAndQuery::try_from(target).map_err(|_| "invalid path")?);
-                Some(Uri::from_parts(parts).map_err(|_| "invalid path")?)
-            }
-        };
-        Ok(Target {
-            authority,
-            path,
-            methods,
-            normalised_uri,
-        })
     }
 
     fn rewrite_request_headers(
@@ -329,97 +285,25 @@ impl Proxy {
     }
 }
 
-/// A request as routing reads it.
-struct Target<'r> {
-    authority: Option<Authority>,
-    path: NormalPath<'r>,
-    methods: RequestMethods,
-    /// The URI to forward, when normalising changed the path.
-    normalised_uri: Option<Uri>,
-}
-
-/// The authority the client addressed: HTTP/2's `:authority`, or the Host
-/// header. An absolute-form HTTP/1.1 target, or HTTP/2's `:authority`, must
-/// agree with a Host header (RFC 9112 §3.2.2 lets a server prefer the
-/// target, RFC 9113 §8.3.1 `:authority`; the app behind reads Host, so a
-/// mismatch is refused). More than one Host is refused whatever the version.
-fn request_authority<B>(req: &Request<B>) -> Result<Option<Authority>, &'static str> {
-    let mut hosts = req.headers().get_all(HOST).iter();
-    let host = hosts.next();
-    if hosts.next().is_some() {
-        return Err("more than one host header");
-    }
-    let from_header = match host {
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|s| s.parse::<Authority>().ok())
-                .ok_or("invalid host header")?,
-        ),
-        None => None,
-    };
-    let from_uri = req.uri().authority().cloned();
-    match (from_uri, from_header) {
-        (Some(u), Some(h)) if !u.as_str().eq_ignore_ascii_case(h.as_str()) => {
-            Err("request target and host header disagree")
-        }
-        (Some(u), _) => Ok(Some(u)),
-        (None, h) => Ok(h),
-    }
-}
-
-/// HTTP/2 may split Cookie into one field per crumb; an HTTP/1.1 upstream
-/// expects one line, joined with "; " (RFC 9113 §8.2.3).
-fn join_cookies(headers: &mut http::HeaderMap) {
-    let mut cookies = headers.get_all(COOKIE).iter();
-    let (Some(first), Some(_)) = (cookies.next(), cookies.next()) else {
-        return;
-    };
-    let mut joined = first.as_bytes().to_vec();
-    for crumb in headers.get_all(COOKIE).iter().skip(1) {
-        joined.extend_from_slice(b"; ");
-        joined.extend_from_slice(crumb.as_bytes());
-    }
-    if let Ok(value) = HeaderValue::from_bytes(&joined) {
-        headers.insert(COOKIE, value);
-    }
-}
-
 fn upstream_failure(e: UpstreamError, route: Option<&Route>) -> Response<ProxyBody> {
     let route = route.map(|r| r.origin.as_str()).unwrap_or("-");
     match e {
         UpstreamError::Timeout(_) => {
             crate::logging::throttled!(warn!(route, error = %e, "upstream timeout"));
-            json_error(
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
-                "the application did not answer in time",
-            )
+            refused(&Refusal::UpstreamTimeout)
         }
         UpstreamError::Unreachable(_) => {
             crate::logging::throttled!(warn!(route, error = %e, "upstream unreachable"));
-            json_error(
-                StatusCode::BAD_GATEWAY,
-                "upstream_unavailable",
-                "the application cannot be reached",
-            )
+            refused(&Refusal::UpstreamUnavailable)
         }
         // The client's faults: nothing more of this connection can be read.
         UpstreamError::ClientBody => {
             debug!(route, "client's request body could not be read");
-            closing_error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "the request body could not be read",
-            )
+            refused_closing(&Refusal::BodyUnreadable)
         }
         UpstreamError::BodyStalled(_) => {
             debug!(route, "client's request body stalled");
-            closing_error(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                "the request body was not received in time",
-            )
+            refused_closing(&Refusal::BodyTimeout)
         }
     }
 }

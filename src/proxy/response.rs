@@ -1,22 +1,17 @@
-//! Gatekeeper's own answers (as opposed to the upstream's).
+//! Gatekeeper's own answers (as opposed to the upstream's), in the proxy's body type.
 
-use http::header::{CONNECTION, HeaderValue};
-use http::{Response, StatusCode};
+use http::Response;
 use http_body_util::Either;
 
 use super::body::ProxyBody;
-use crate::http_common;
+use crate::refusal::Refusal;
 
-/// `{"error": code, "reason": reason}` with the given status. Never cached.
-pub fn json_error(status: StatusCode, code: &str, reason: &str) -> Response<ProxyBody> {
-    http_common::json_error(status, code, reason).map(Either::Right)
+pub fn refused(refusal: &Refusal) -> Response<ProxyBody> {
+    refusal.to_json().map(Either::Right)
 }
 
-/// A refusal after which the connection is closed: the request's framing was
-/// ambiguous, so nothing after it on the same connection can be trusted.
-pub fn closing_error(status: StatusCode, code: &str, reason: &str) -> Response<ProxyBody> {
-    let mut resp = json_error(status, code, reason);
-    resp.headers_mut()
-        .insert(CONNECTION, HeaderValue::from_static("close"));
-    resp
+/// A refusal after which the connection is closed: the request's framing or
+/// body went wrong, so nothing after it on the same connection can be trusted.
+pub fn refused_closing(refusal: &Refusal) -> Response<ProxyBody> {
+    refusal.to_closing_json().map(Either::Right)
 }

@@ -1,4 +1,4 @@
-//! Serving one accepted connection: HTTP/1.1 or HTTP/2 as decided by the
+//! HttpConnection one accepted connection: HTTP/1.1 or HTTP/2 as decided by the
 //! listener, with every wait bounded.
 //!
 //! Two bounds, kept by the watchdog loop below rather than by hyper:
@@ -34,12 +34,12 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 use tracing::debug;
 
 use super::activity::{Activity, InFlight, SendRate, idle_limit};
-use super::inspect::{Inspected, Socket, Verdicts};
+use super::inspect::{InspectedStream, TcpBacked, Verdicts};
 use super::{Live, Shared};
 use crate::gate::admission::{AddrGuard, ConnAdmission};
 use crate::metrics::ConnectionLabels;
 use crate::proxy::headers::framing::WireRefusal;
-use crate::proxy::websocket::Tunnelling;
+use crate::proxy::tunnel::Tunnelling;
 use crate::proxy::{ConnInfo, ProxyBody};
 
 /// Which protocol to speak, decided before the first byte is read.
@@ -88,21 +88,21 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A served connection of any of hyper's kinds: runs to its end, or is asked
 /// to finish its requests in flight and close.
-trait Serving {
+trait HttpConnection {
     fn poll_serve(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>;
     fn graceful_shutdown(self: Pin<&mut Self>);
 }
 
 pin_project! {
     /// One of hyper's connection kinds and how to ask it to finish.
-    struct Served<C> {
+    struct HyperConnection<C> {
         #[pin]
         conn: C,
         shutdown: fn(Pin<&mut C>),
     }
 }
 
-impl<C, E> Serving for Served<C>
+impl<C, E> HttpConnection for HyperConnection<C>
 where
     C: Future<Output = Result<(), E>>,
     E: Into<BoxError>,
@@ -139,7 +139,7 @@ pub fn serve<I>(
     permit: Place,
 ) -> impl Future<Output = ()> + Send + 'static
 where
-    I: AsyncRead + AsyncWrite + Socket + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + TcpBacked + Unpin + Send + 'static,
 {
     let limits = live.load().config.limits.clone();
     let labels = ConnectionLabels {
@@ -170,7 +170,7 @@ where
     let activity = Arc::new(Activity::new());
     // HTTP/1 request heads are checked raw (see `inspect`); HTTP/2 frames its own.
     let verdicts = Verdicts::default();
-    let io = Inspected::new(io, verdicts.clone(), activity.clone());
+    let io = InspectedStream::new(io, verdicts.clone(), activity.clone());
     let tunnelling = Tunnelling::new(
         slot.clone(),
         limits.idle_timeout,
@@ -218,11 +218,11 @@ where
     // Where TLS has settled the protocol, hyper's own builders serve it. The
     // auto builder first reads the preface and replays it, which leaves every
     // HTTP/1 connection holding a 16 KiB read buffer instead of 8 KiB.
-    let mut conn: Pin<Box<dyn Serving + Send>> = match protocol {
+    let mut conn: Pin<Box<dyn HttpConnection + Send>> = match protocol {
         Protocol::Http1 => {
             let mut h1 = hyper::server::conn::http1::Builder::new();
             http1_limits!(h1);
-            Box::pin(Served {
+            Box::pin(HyperConnection {
                 conn: h1.serve_connection(io, service).with_upgrades(),
                 shutdown: |c| c.graceful_shutdown(),
             })
@@ -230,7 +230,7 @@ where
         Protocol::Http2 => {
             let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
             http2_limits!(h2);
-            Box::pin(Served {
+            Box::pin(HyperConnection {
                 conn: h2.serve_connection(io, service),
                 shutdown: |c| c.graceful_shutdown(),
             })
@@ -239,7 +239,7 @@ where
             let mut auto = auto::Builder::new(TokioExecutor::new());
             http1_limits!(auto.http1());
             http2_limits!(auto.http2());
-            Box::pin(Served {
+            Box::pin(HyperConnection {
                 conn: auto
                     .serve_connection_with_upgrades(io, service)
                     .into_owned(),

@@ -1,3 +1,4 @@
+// Over 400 lines: one byte-level parser of request framing, and its tests of the smuggling cases.
 //! The raw request heads of an HTTP/1 connection, checked before hyper
 //! normalises them.
 //!
@@ -79,30 +80,31 @@ enum State {
     Done,
 }
 
-/// The TCP socket under an IO, to abort it (see `Inspected`'s `Drop`).
-pub trait Socket {
+/// The TCP socket under an IO, to abort it (see `InspectedStream`'s `Drop`).
+pub trait TcpBacked {
     fn tcp(&self) -> Option<&tokio::net::TcpStream>;
 }
 
-impl Socket for tokio::net::TcpStream {
+impl TcpBacked for tokio::net::TcpStream {
     fn tcp(&self) -> Option<&tokio::net::TcpStream> {
         Some(self)
     }
 }
 
-impl Socket for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+impl TcpBacked for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
     fn tcp(&self) -> Option<&tokio::net::TcpStream> {
         Some(self.get_ref().0)
     }
 }
 
-impl Socket for () {
+impl TcpBacked for () {
     fn tcp(&self) -> Option<&tokio::net::TcpStream> {
         None
     }
 }
 
-pub struct Inspected<I: Socket> {
+/// A connection's byte stream whose request heads are checked as they are read.
+pub struct InspectedStream<I: TcpBacked> {
     inner: I,
     state: State,
     verdicts: Verdicts,
@@ -110,7 +112,7 @@ pub struct Inspected<I: Socket> {
     activity: Option<Arc<Activity>>,
 }
 
-impl<I: Socket> Drop for Inspected<I> {
+impl<I: TcpBacked> Drop for InspectedStream<I> {
     /// A connection dropped for a timeout is reset, not closed: a FIN would
     /// queue behind unsent data that a slow reader never takes, and the
     /// client would see the connection open long after it was given up.
@@ -123,7 +125,7 @@ impl<I: Socket> Drop for Inspected<I> {
     }
 }
 
-impl<I: Socket> Inspected<I> {
+impl<I: TcpBacked> InspectedStream<I> {
     pub fn new(inner: I, verdicts: Verdicts, activity: Arc<Activity>) -> Self {
         Self {
             inner,
@@ -260,7 +262,7 @@ impl<I: Socket> Inspected<I> {
     }
 }
 
-impl<I: AsyncRead + Socket + Unpin> AsyncRead for Inspected<I> {
+impl<I: AsyncRead + TcpBacked + Unpin> AsyncRead for InspectedStream<I> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -280,7 +282,7 @@ impl<I: AsyncRead + Socket + Unpin> AsyncRead for Inspected<I> {
     }
 }
 
-impl<I: Socket> Inspected<I> {
+impl<I: TcpBacked> InspectedStream<I> {
     /// Tells the watchdog how much the client takes and when it holds up writes.
     fn track_write(&self, poll: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
         if let Some(activity) = &self.activity {
@@ -294,7 +296,7 @@ impl<I: Socket> Inspected<I> {
     }
 }
 
-impl<I: AsyncWrite + Socket + Unpin> AsyncWrite for Inspected<I> {
+impl<I: AsyncWrite + TcpBacked + Unpin> AsyncWrite for InspectedStream<I> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -332,7 +334,7 @@ mod tests {
 
     fn verdicts(wire: &[&[u8]]) -> Vec<Result<(), FramingError>> {
         let v = Verdicts::default();
-        let mut i = Inspected {
+        let mut i = InspectedStream {
             inner: (),
             state: State::Head(Vec::new()),
             verdicts: v.clone(),

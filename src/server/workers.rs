@@ -103,7 +103,7 @@ impl Workers {
             .min_by_key(|&i| self.workers[i].open.load(Ordering::Relaxed))
             .unwrap_or(0);
         self.workers[chosen].open.fetch_add(1, Ordering::Relaxed);
-        let open = Open {
+        let counted = CountedConnection {
             workers: self.workers.clone(),
             index: chosen,
         };
@@ -112,18 +112,18 @@ impl Workers {
         // every connection's task.
         self.workers[chosen]
             .handle
-            .spawn(connection.map(move |()| drop(open)));
+            .spawn(connection.map(move |()| drop(counted)));
     }
 }
 
 /// Counts a connection as open on its worker until dropped (when the
 /// connection ends, or is cut by the worker's shutdown).
-struct Open {
+struct CountedConnection {
     workers: Arc<[Worker]>,
     index: usize,
 }
 
-impl Drop for Open {
+impl Drop for CountedConnection {
     fn drop(&mut self) {
         self.workers[self.index]
             .open

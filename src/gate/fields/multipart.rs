@@ -1,3 +1,4 @@
+// Over 400 lines: a third is its tests, one per way two parsers could read a body differently.
 //! `multipart/form-data` bodies (RFC 7578).
 //!
 //! multer parses the body and yields the field values; the same body is then
@@ -30,7 +31,7 @@ use super::{FieldError, Found, ambiguous, captcha_index, plain_charset};
 
 /// What both readings must agree on, part by part.
 #[derive(Debug, PartialEq, Eq)]
-struct Seen {
+struct PartShape {
     name: String,
     is_file: bool,
     len: usize,
@@ -52,7 +53,7 @@ pub(super) async fn strip(
         async move { Ok::<Bytes, std::io::Error>(body) }
     });
     let mut multipart = multer::Multipart::new(stream, boundary);
-    let mut seen = Vec::with_capacity(parts.len());
+    let mut shapes = Vec::with_capacity(parts.len());
     while let Some(field) = multipart
         .next_field()
         .await
@@ -77,10 +78,10 @@ pub(super) async fn strip(
                     .map_err(|_| FieldError::Malformed(format!("{name} is not valid UTF-8")))
             })?;
         }
-        seen.push(Seen { name, is_file, len });
+        shapes.push(PartShape { name, is_file, len });
     }
 
-    if parts.iter().map(|p| &p.seen).ne(seen.iter()) {
+    if parts.iter().map(|p| &p.shape).ne(shapes.iter()) {
         return Err(ambiguous("multipart parts read two ways"));
     }
     if !parts.iter().any(|p| p.is_captcha) {
@@ -102,7 +103,7 @@ struct Part {
     start: usize,
     end: usize,
     is_captcha: bool,
-    seen: Seen,
+    shape: PartShape,
 }
 
 /// Splits at delimiter lines (`--boundary` at the start or after CRLF).
@@ -160,7 +161,7 @@ fn split(body: &[u8], boundary: &str) -> Result<Vec<Part>, FieldError> {
             start,
             end,
             is_captcha,
-            seen: Seen { name, is_file, len },
+            shape: PartShape { name, is_file, len },
         });
     }
     Err(malformed("no close delimiter"))
