@@ -1,15 +1,12 @@
 //! Issue 6: operable at the edge. Metrics, readiness, live reload under load,
 //! certificate renewal, graceful shutdown.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::StatusCode;
 use http_body_util::{BodyExt, Full};
 

@@ -1,12 +1,9 @@
 //! Issue 7: a failing GeeTest. Circuit breaker, backup servers, and the
 //! per-client throttle of refused proofs.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use gatekeeper::geetest::{ValidateClient, ValidateError, Verdict};
 use gatekeeper::sim::Behaviour;
 use http::StatusCode;

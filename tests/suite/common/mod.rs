@@ -2,7 +2,7 @@
 //! the upstream is a real HTTP server that records what it receives, GeeTest is
 //! the project's simulator, and gatekeeper runs either in-process or as the
 //! real binary.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

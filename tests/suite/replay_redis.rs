@@ -1,12 +1,9 @@
 //! Issue 4: replay memory shared by a fleet through a real Redis server.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use http::StatusCode;
 
 /// Two gatekeepers (A and B) in front of one upstream, sharing `redis`.

@@ -3,11 +3,8 @@
 //! screenshots in `target/artifacts/browser/`. Needs Debian's chromium and
 //! `npm ci` in tests/browser (`.ci/run` does both); under CI a missing one
 //! fails the test instead of skipping it.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::{Demo, free_port};
+use crate::common::{Demo, free_port};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

@@ -1,12 +1,9 @@
 //! Issue 2: ungated bodies stream; memory does not grow with their size.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use futures_util::stream;
 use http::Request;
 use http_body_util::{BodyExt, StreamBody};

@@ -1,13 +1,10 @@
 //! Issue 3: the GeeTest gate, through the real TLS proxy to a real upstream,
 //! with the simulator as GeeTest.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use gatekeeper::sim::Behaviour;
 use http::{Request, StatusCode};
 use http_body_util::Full;
