@@ -48,6 +48,7 @@ async fn slow_upload(env: &Env, head: &str, body: &[u8], pieces: usize, pause: D
     let mut stream = tokio::net::TcpStream::connect(env.http).await.unwrap();
     stream.write_all(head.as_bytes()).await.unwrap();
     for piece in body.chunks(body.len().div_ceil(pieces)) {
+        // A slow client's pause: the behaviour under test.
         tokio::time::sleep(pause).await;
         stream.write_all(piece).await.unwrap();
     }

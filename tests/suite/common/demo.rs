@@ -1,8 +1,6 @@
 //! `gatekeeper demo` as a child process.
 
-use std::time::Duration;
-
-use super::free_port;
+use super::{free_port, until_listening};
 
 /// `gatekeeper demo` on free ports; killed on drop.
 pub struct Demo {
@@ -26,14 +24,7 @@ impl Demo {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", https_port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the demo did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        until_listening(https_port, "the demo");
         Self {
             child,
             https_port,

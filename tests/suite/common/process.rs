@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{TestCerts, Upstream, config_text};
+use super::{TestCerts, Upstream, config_text, until_listening};
 
 /// A free TCP port on 127.0.0.1 (bound then released; the race is harmless here).
 pub fn free_port() -> u16 {
@@ -40,14 +40,7 @@ impl Process {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn gatekeeper");
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "gatekeeper did not start listening"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        until_listening(port, "gatekeeper");
         Self { child, log_path }
     }
 
@@ -96,6 +89,7 @@ impl Process {
                 let _ = self.child.kill();
                 return self.child.wait().unwrap();
             }
+            // The poll interval, within the deadline above.
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -1,8 +1,6 @@
 //! A Redis for a test, its own or the one `GATEKEEPER_TEST_REDIS` names.
 
-use std::time::Duration;
-
-use super::free_port;
+use super::{free_port, until_listening};
 
 /// A Redis for a test: `GATEKEEPER_TEST_REDIS` (a URL) when set, else a
 /// `redis-server` of the test's own on a free port. Tests that stop and start
@@ -70,14 +68,7 @@ impl RedisServer {
             return false;
         };
         self.child = Some(child);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        until_listening(self.port, "redis-server");
         true
     }
 

@@ -115,6 +115,7 @@ async fn upstream_handle(
     let path = req.uri().path().to_owned();
     if let Some(ms) = path.strip_prefix("/slow/") {
         let ms: u64 = ms.parse().unwrap_or(1000);
+        // A slow application: the behaviour tests ask for.
         tokio::time::sleep(Duration::from_millis(ms)).await;
         return Ok(Response::new(Full::new(Bytes::from("slow ok"))));
     }
