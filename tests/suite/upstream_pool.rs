@@ -1,16 +1,13 @@
 //! The keep-alive pool to the upstream, watched from an upstream on raw
 //! sockets that counts the connections gatekeeper opens and closes.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -103,6 +100,12 @@ async fn serve(mut stream: TcpStream, one_per_connection: bool, closed: Arc<Atom
             tokio::task::yield_now().await;
         }
         if one_per_connection {
+            // Gatekeeper closing its end then shows it has seen this close;
+            // a request sent on the connection anyway goes unanswered.
+            let _ = stream.shutdown().await;
+            if matches!(stream.read(&mut buf).await, Ok(0)) {
+                closed.fetch_add(1, Ordering::SeqCst);
+            }
             return;
         }
     }
@@ -254,11 +257,15 @@ async fn a_bodiless_answer_gives_its_connection_back_at_once() {
 #[tokio::test]
 async fn a_pooled_connection_the_upstream_closed_is_not_used() {
     let mut proxied = Proxied::start(true, "").await;
-    for _ in 0..3 {
+    for i in 1..=3 {
         let (status, body) = get(&mut proxied.sender, "/").await;
         assert_eq!(status, StatusCode::OK, "{body:?}");
-        // Time for the upstream's close to reach gatekeeper.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        wait_until(
+            "gatekeeper to see the upstream's close",
+            Duration::from_secs(10),
+            || proxied.upstream.closed_by_gatekeeper() == i,
+        )
+        .await;
     }
     assert_eq!(proxied.upstream.accepted(), 3);
     proxied.shutdown().await;
@@ -278,6 +285,7 @@ async fn an_idle_upstream_connection_is_closed_after_the_idle_timeout() {
             tokio::time::Instant::now() < deadline,
             "the idle upstream connection stayed open"
         );
+        // The poll interval, within the deadline above.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     proxied.shutdown().await;
@@ -343,6 +351,7 @@ async fn a_reload_with_a_new_upstream_url_sends_to_the_new_upstream_and_lets_the
             tokio::time::Instant::now() < deadline,
             "the old upstream's pooled connection stayed open"
         );
+        // The poll interval, within the deadline above.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // A changed GeeTest timeout makes a new validate pool.

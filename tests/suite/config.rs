@@ -1,6 +1,5 @@
 //! `gatekeeper.toml` validation: each kind of error is located by file, line
 //! and column, all at once, and secrets never appear in messages.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

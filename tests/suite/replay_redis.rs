@@ -1,12 +1,9 @@
 //! Issue 4: replay memory shared by a fleet through a real Redis server.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use http::StatusCode;
 
 /// Two gatekeepers (A and B) in front of one upstream, sharing `redis`.
@@ -155,6 +152,7 @@ async fn redis_down_with_deny_is_503_and_redis_back_is_used_without_a_restart() 
         if status != StatusCode::SERVICE_UNAVAILABLE {
             break;
         }
+        // The poll interval: 50 tries.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(status, StatusCode::OK);
@@ -166,6 +164,7 @@ async fn redis_down_with_deny_is_503_and_redis_back_is_used_without_a_restart() 
         if status != StatusCode::SERVICE_UNAVAILABLE {
             break;
         }
+        // The poll interval: 20 tries.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(
@@ -213,6 +212,7 @@ async fn redis_down_with_local_falls_back_to_memory_and_still_refuses_replays_he
         if !redis.keys(&format!("{}*", f.prefix)).await.is_empty() {
             break;
         }
+        // The poll interval: 50 tries.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
@@ -309,6 +309,7 @@ async fn time_to_redis(
             started.elapsed() < Duration::from_secs(10),
             "gatekeeper never used Redis again (last answer {status})"
         );
+        // The poll interval, within the deadline above.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -449,6 +450,7 @@ async fn outcomes_decided_locally_during_an_outage_reach_redis_when_it_returns_s
                 started.elapsed() < Duration::from_secs(3),
                 "outcomes from the outage never reached Redis"
             );
+            // The poll interval, within the deadline above.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -1,5 +1,4 @@
 //! The command line: `check`, `--version`, `--help`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
 

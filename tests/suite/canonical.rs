@@ -2,14 +2,11 @@
 //! Every spelling some framework would send to a protected handler is gated,
 //! what cannot be read one way only is refused, and the upstream receives the
 //! normal form.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 

@@ -1,15 +1,12 @@
 //! Issue 6: operable at the edge. Metrics, readiness, live reload under load,
 //! certificate renewal, graceful shutdown.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::StatusCode;
 use http_body_util::{BodyExt, Full};
 
@@ -148,6 +145,7 @@ async fn readyz_flips_during_drain_while_a_slow_request_finishes() {
             saw_503 = true;
             break;
         }
+        // The poll interval: 50 tries, while the slow request is in flight.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(saw_503, "readyz did not answer 503 while draining");
@@ -188,6 +186,7 @@ async fn a_replaced_certificate_is_served_to_the_next_handshake_without_a_signal
             Instant::now() < deadline,
             "the new certificate was never served"
         );
+        // The poll interval, within the deadline above.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     env.shutdown().await;
@@ -272,6 +271,7 @@ async fn wait_for_log(path: &Path, needle: &str) {
         .contains(needle)
     {
         assert!(Instant::now() < deadline, "log never said {needle:?}");
+        // The poll interval, within the deadline above.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -286,24 +286,37 @@ async fn sighup_with_a_changed_route_takes_effect_under_keep_alive_load_with_no_
     assert_eq!(get(&client, &url).await.unwrap().0, StatusCode::OK);
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // How many load tasks have met the new route (a 403).
+    let switched = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut load = Vec::new();
     for _ in 0..4 {
-        let (client, url, stop) = (client.clone(), url.clone(), stop.clone());
+        let (client, url) = (client.clone(), url.clone());
+        let (stop, switched) = (stop.clone(), switched.clone());
         load.push(tokio::spawn(async move {
             let mut seen = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                seen.push(get(&client, &url).await.map(|(s, _)| s));
+                let result = get(&client, &url).await.map(|(s, _)| s);
+                if result == Ok(StatusCode::FORBIDDEN) && !seen.contains(&result) {
+                    switched.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                seen.push(result);
             }
             seen
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The load is under way: 20 of its requests reached the upstream.
+    upstream.arrivals(1 + 20).await;
     let text = std::fs::read_to_string(&m.path).unwrap()
         + "\n[[route]]\npath = \"/open\"\nmethods = [\"GET\"]\n";
     std::fs::write(&m.path, text).unwrap();
     signal(m.process.pid(), "-HUP");
     wait_for_log(&m.process.log_path, "configuration reloaded").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until(
+        "every load task to meet the new route",
+        Duration::from_secs(10),
+        || switched.load(std::sync::atomic::Ordering::Relaxed) == 4,
+    )
+    .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
 
     let mut total = 0;
@@ -432,6 +445,31 @@ async fn sigterm_lets_a_slow_request_finish_then_exits_0() {
     assert!(exit.success(), "exit status {exit:?}");
 }
 
+/// Of the "upstream unreachable" warnings in `logs`: the lines logged, the
+/// reports of suppressed repeats, and the repeats those count.
+fn unreachable_tally(logs: &str) -> (usize, usize, u64) {
+    let mentions: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("upstream unreachable"))
+        .collect();
+    let reports = mentions
+        .iter()
+        .filter(|l| l.contains("repeats of a warning were suppressed"))
+        .count();
+    let logged = mentions.len() - reports;
+    let counted: u64 = mentions
+        .iter()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once("suppressed=")?;
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    (logged, reports, counted)
+}
+
 #[tokio::test]
 async fn a_burst_of_requests_to_a_down_upstream_logs_a_few_lines_and_counts_the_rest() {
     let certs = TestCerts::new();
@@ -470,29 +508,13 @@ async fn a_burst_of_requests_to_a_down_upstream_logs_a_few_lines_and_counts_the_
     }
     let seconds = started.elapsed().as_secs() + 1;
     // The count of the last interval's repeats comes at its end.
-    wait_for_log(&process.log_path, "repeats of a warning were suppressed").await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    wait_until("the last interval's count", Duration::from_secs(10), || {
+        let (logged, _, counted) = unreachable_tally(&process.logs());
+        logged as u64 + counted >= sent
+    })
+    .await;
     let logs = process.logs();
-
-    let mentions: Vec<&str> = logs
-        .lines()
-        .filter(|l| l.contains("upstream unreachable"))
-        .collect();
-    let reports = mentions
-        .iter()
-        .filter(|l| l.contains("repeats of a warning were suppressed"))
-        .count();
-    let logged = mentions.len() - reports;
-    let counted: u64 = mentions
-        .iter()
-        .filter_map(|l| {
-            let (_, rest) = l.split_once("suppressed=")?;
-            rest.split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum();
+    let (logged, reports, counted) = unreachable_tally(&logs);
     // At most one line a second, and one count a second.
     assert!(
         logged as u64 <= seconds + 1 && reports as u64 <= seconds + 1,
@@ -554,9 +576,17 @@ async fn sighups_under_gated_load_open_no_new_validate_connections() {
         let deadline = Instant::now() + Duration::from_secs(10);
         while m.process.logs().matches("configuration reloaded").count() < i {
             assert!(Instant::now() < deadline, "reload {i} never finished");
+            // The poll interval, within the deadline above.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Gated requests between this reload and the next.
+        let validations = sim.sim.stats().validations;
+        wait_until(
+            "gated requests after the reload",
+            Duration::from_secs(10),
+            || sim.sim.stats().validations >= validations + 3,
+        )
+        .await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let statuses = load.await.unwrap();

@@ -1,12 +1,9 @@
 //! Issue 2: ungated bodies stream; memory does not grow with their size.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use futures_util::stream;
 use http::Request;
 use http_body_util::{BodyExt, StreamBody};
@@ -51,6 +48,7 @@ async fn slow_upload(env: &Env, head: &str, body: &[u8], pieces: usize, pause: D
     let mut stream = tokio::net::TcpStream::connect(env.http).await.unwrap();
     stream.write_all(head.as_bytes()).await.unwrap();
     for piece in body.chunks(body.len().div_ceil(pieces)) {
+        // A slow client's pause: the behaviour under test.
         tokio::time::sleep(pause).await;
         stream.write_all(piece).await.unwrap();
     }

@@ -1,13 +1,10 @@
 //! Issue 7: HTTP/2 floods (rapid reset, CONTINUATION, empty DATA) leave memory
 //! bounded and the service answering. Raw frames on a real socket, against
 //! the real binary; each attack is bounded in frames and time.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

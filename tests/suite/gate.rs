@@ -1,13 +1,10 @@
 //! Issue 3: the GeeTest gate, through the real TLS proxy to a real upstream,
 //! with the simulator as GeeTest.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use gatekeeper::sim::Behaviour;
 use http::{Request, StatusCode};
 use http_body_util::Full;
@@ -734,9 +731,18 @@ async fn gated_requests_in_flight_beyond_the_per_address_limit_get_429_with_retr
         "{ROUTES}\n[limits]\nmax_gated_per_address = 2\nheader_read_timeout = \"5s\"\n"
     ))
     .await;
-    let first = stalled_post(env.http, 1000, 10).await;
-    let second = stalled_post(env.http, 1000, 10).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Declaring 20 KiB, each reserves 4 KiB beyond its free allowance once
+    // it holds its gated place: the budget gauge shows both in flight.
+    let first = stalled_post(env.http, 20 * 1024, 10).await;
+    let second = stalled_post(env.http, 20 * 1024, 10).await;
+    let admin = env.admin;
+    let buffered = || metric(admin, "gatekeeper_buffered_body_bytes ");
+    wait_until_async(
+        "two gated requests in flight",
+        Duration::from_secs(10),
+        || async { buffered().await == (8 * 1024) as f64 },
+    )
+    .await;
     let client = env.client(false);
     let answer = client
         .post_form(&env.https_url("/login"), env.sim.mint(CAPTCHA_ID).form())
@@ -749,7 +755,12 @@ async fn gated_requests_in_flight_beyond_the_per_address_limit_get_429_with_retr
         StatusCode::OK
     );
     drop(first);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until_async(
+        "the first one's place given back",
+        Duration::from_secs(10),
+        || async { buffered().await == (4 * 1024) as f64 },
+    )
+    .await;
     let answer = client
         .post_form(&env.https_url("/login"), env.sim.mint(CAPTCHA_ID).form())
         .await;
@@ -767,8 +778,15 @@ async fn behind_a_trusted_proxy_the_gated_limit_counts_each_forwarded_client() {
     .await;
     use tokio::io::AsyncWriteExt;
     let mut held = tokio::net::TcpStream::connect(env.http).await.unwrap();
-    held.write_all(b"POST /login HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 198.51.100.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\nlot").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // 20 KiB declared: it reserves 4 KiB of the budget once it holds its place.
+    held.write_all(b"POST /login HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 198.51.100.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 20480\r\n\r\nlot").await.unwrap();
+    let admin = env.admin;
+    wait_until_async(
+        "the held request in flight",
+        Duration::from_secs(10),
+        || async { metric(admin, "gatekeeper_buffered_body_bytes ").await == (4 * 1024) as f64 },
+    )
+    .await;
     let post = |xff: &'static str, form: String| {
         Request::post(env.http_url("/login"))
             .header("x-forwarded-for", xff)

@@ -1,12 +1,9 @@
 //! Issue 7: every wait has a bound, and `max_connections` holds (tunnels included).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -151,6 +148,7 @@ async fn a_keep_alive_connection_outlives_the_header_timeout_when_idle_timeout_i
             String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
             "keep-alive connection was closed"
         );
+        // Idle for longer than header_read_timeout: the behaviour under test.
         tokio::time::sleep(Duration::from_millis(900)).await;
     }
     env.shutdown().await;
@@ -164,7 +162,8 @@ async fn a_client_that_stops_reading_is_dropped() {
     s.write_all(format!("GET /big/{total} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
         .await
         .unwrap();
-    // Read nothing while the server's writes block, then drain what is left.
+    // Read nothing while the server's writes block (the behaviour under
+    // test), then drain what is left.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut received = 0usize;
     let mut buf = vec![0u8; 1 << 16];
@@ -214,6 +213,7 @@ async fn an_idle_websocket_tunnel_is_closed_after_the_idle_timeout() {
             .unwrap();
         last_echo = std::time::Instant::now();
         assert_eq!(echo.into_text().unwrap().as_str(), format!("ping {i}"));
+        // Traffic spaced within the idle timeout: the behaviour under test.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     // Then silent: closed without a frame from either side.
@@ -313,9 +313,18 @@ async fn connections_beyond_the_per_address_limit_are_closed_at_accept_and_other
         metrics.contains(r#"gatekeeper_connections_refused_total{kind="per_address"} 1"#),
         "{metrics}"
     );
-    // A place freed is a place again.
+    // A place freed is a place again: given back as the connection ends,
+    // which the open-connections gauge shows.
+    let open = r#"gatekeeper_open_connections{listener="http","#;
+    let before = metric(env.admin, open).await;
     drop(held.pop());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let admin = env.admin;
+    wait_until_async(
+        "the dropped connection to end",
+        Duration::from_secs(10),
+        || async { metric(admin, open).await < before },
+    )
+    .await;
     let mut again = connect_from(abuser, env.http).await.unwrap();
     again.write_all(request).await.unwrap();
     let n = tokio::time::timeout(Duration::from_secs(2), again.read(&mut buf))
@@ -425,6 +434,7 @@ mod body_memory {
         let body = vec![b'a'; STALL];
         while tokio::time::Instant::now() < until {
             let Ok(mut s) = connect_from(source, addr(port)).await else {
+                // The attacker's pace of retries, part of the load.
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
@@ -444,6 +454,7 @@ mod body_memory {
             {
                 return;
             }
+            // The attacker's pace of retries, part of the load.
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -474,6 +485,7 @@ mod body_memory {
                 let _ = sender.send_request(req).await;
             }));
         }
+        // The attack lasts until `until`: the load under test.
         tokio::time::sleep_until(until).await;
         for s in streams {
             s.abort();
@@ -527,6 +539,19 @@ mod body_memory {
             .map_or(0, |v| v as u64)
     }
 
+    /// Attackers refused so far, by any limit.
+    async fn refusals(admin: u16) -> u64 {
+        let m = metrics(admin).await;
+        [
+            r#"gatekeeper_gate_decisions_total{route="/login",outcome="body_budget_exhausted"}"#,
+            r#"gatekeeper_gate_decisions_total{route="/login",outcome="too_many_gated"}"#,
+            r#"gatekeeper_connections_refused_total{kind="per_address"}"#,
+        ]
+        .iter()
+        .map(|series| metric(&m, series))
+        .sum()
+    }
+
     pub struct Outcome {
         pub baseline_kb: u64,
         pub peak_kb: u64,
@@ -543,6 +568,7 @@ mod body_memory {
         let warm = tokio::time::Instant::now() + Duration::from_millis(500);
         let _ = normal_client(target, warm).await;
         let baseline_kb = target.process.status_kb("VmRSS");
+        let refused_before = refusals(target.admin).await;
         let until = tokio::time::Instant::now() + ATTACK;
         let started = Instant::now();
         let mut tasks = Vec::new();
@@ -556,16 +582,32 @@ mod body_memory {
                 until,
             )));
         }
-        // Let the attack take hold before the normal client is measured.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The attack has taken hold once a limit refuses an attacker; the
+        // normal client is measured from then on.
+        wait_until_async("the attack to meet a limit", ATTACK / 2, || async {
+            refusals(target.admin).await > refused_before
+        })
+        .await;
         let (ok, total) = normal_client(target, until).await;
         for t in tasks {
             let _ = t.await;
         }
         let peak_kb = target.process.status_kb("VmHWM");
         let metrics = metrics(target.admin).await;
-        // Every attacker is gone: the server notices within a watchdog tick.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Every client is gone: wait until the server has closed their
+        // connections and given their reservations back.
+        wait_until_async(
+            "the attackers' connections to end",
+            Duration::from_secs(10),
+            || async {
+                let m = self::metrics(target.admin).await;
+                metric(&m, "gatekeeper_buffered_body_bytes") == 0
+                    && m.lines()
+                        .filter(|l| l.starts_with("gatekeeper_open_connections{"))
+                        .all(|l| l.ends_with(" 0"))
+            },
+        )
+        .await;
         let after_kb = target.process.status_kb("VmRSS");
         let metrics_after = self::metrics(target.admin).await;
         eprintln!(

@@ -1,10 +1,7 @@
 //! Issue 3: no secret (captcha key, pass_token, captcha_output, sign_token)
 //! reaches gatekeeper's logs, whatever the outcome, even at debug level.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use gatekeeper::sim::Behaviour;
 
 #[tokio::test]

@@ -1,12 +1,9 @@
 //! Issue 5: `gatekeeper demo` starts the simulator, the legacy app and
 //! gatekeeper in one process, and the stripping is visible on its pages.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 async fn get(port: u16, path: &str) -> String {
     let wire = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");

@@ -3,8 +3,7 @@
 //! keep every other field byte for byte.
 //!
 //! CI runs proptest's default 256 cases per property; run longer with
-//! `PROPTEST_CASES=100000 cargo nextest run --test fields_props`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! `PROPTEST_CASES=100000 cargo nextest run -E 'test(/^fields_props::/)'`.
 
 use bytes::Bytes;
 use gatekeeper::gate::fields::{BodyFormat, CAPTCHA_FIELDS, FieldError, extract};

@@ -3,13 +3,9 @@
 //! screenshots in `target/artifacts/browser/`. Needs Debian's chromium and
 //! `npm ci` in tests/browser (`.ci/run` does both); under CI a missing one
 //! fails the test instead of skipping it.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::{Demo, free_port};
+use crate::common::{Demo, free_port, until_listening};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 /// Chromium's path, or `None` (after saying so) where the test must skip.
 fn chromium() -> Option<String> {
@@ -124,11 +120,7 @@ fn the_widget_works_like_geetests_in_every_product_mode_by_mouse_and_keyboard() 
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the simulator did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    until_listening(port, "the simulator");
     node(
         "widget.mjs",
         &[

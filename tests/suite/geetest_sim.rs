@@ -1,12 +1,9 @@
 //! The simulator speaks GeeTest's documented validate API, and the validate
 //! client reads every kind of answer, over real sockets.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use gatekeeper::config::CaptchaKey;
 use gatekeeper::geetest::{ValidateClient, ValidateError, Verdict, sign_token};
 use gatekeeper::sim::Behaviour;

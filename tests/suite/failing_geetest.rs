@@ -1,12 +1,9 @@
 //! Issue 7: a failing GeeTest. Circuit breaker, backup servers, and the
 //! per-client throttle of refused proofs.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use gatekeeper::geetest::{ValidateClient, ValidateError, Verdict};
 use gatekeeper::sim::Behaviour;
 use http::StatusCode;
@@ -64,6 +61,7 @@ async fn an_open_circuit_stops_calling_geetest_and_a_probe_closes_it() {
                     cooling.elapsed() < Duration::from_secs(10),
                     "the circuit never let a probe through"
                 );
+                // The poll interval, within the deadline above.
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             other => break other.unwrap(),
@@ -230,9 +228,16 @@ async fn one_worker(
 }
 
 /// Sends a gated form post with `proof` over cleartext, then goes away
-/// while GeeTest is being asked.
-async fn post_and_go_away(addr: std::net::SocketAddr, proof: &ProofFields) {
+/// while GeeTest is being asked: once the gate has claimed the lot_number,
+/// which it does right before asking (seen in the replay entries gauge).
+async fn post_and_go_away(
+    addr: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    proof: &ProofFields,
+) {
     use tokio::io::AsyncWriteExt;
+    let entries = "gatekeeper_replay_entries ";
+    let before = metric(admin, entries).await;
     let body = proof.form();
     let head = format!(
         "POST /login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
@@ -241,7 +246,12 @@ async fn post_and_go_away(addr: std::net::SocketAddr, proof: &ProofFields) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(body.as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until_async(
+        "the gate to claim the proof and ask GeeTest",
+        Duration::from_secs(10),
+        || async { metric(admin, entries).await > before },
+    )
+    .await;
     drop(stream);
 }
 
@@ -274,6 +284,7 @@ async fn until_cancelled(admin: std::net::SocketAddr, n: u64) {
             std::time::Instant::now() < deadline,
             "no `cancelled` decision was counted for an abandoned request"
         );
+        // The poll interval, within the deadline above.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -303,7 +314,7 @@ async fn a_client_gone_while_geetest_is_asked_settles_its_claim_and_keeps_the_co
         .set_behaviour(Behaviour::Slow(Duration::from_millis(800)));
     for n in 1..=3 {
         let p = sim.mint(CAPTCHA_ID);
-        post_and_go_away(addr, &p).await;
+        post_and_go_away(addr, admin, &p).await;
         until_cancelled(admin, n).await;
         let validations = sim.sim.stats().validations;
         let answer = retry(&p).await.unwrap();
@@ -329,7 +340,7 @@ async fn a_client_gone_while_geetest_is_asked_settles_its_claim_and_keeps_the_co
     sim.sim
         .set_behaviour(Behaviour::Slow(Duration::from_secs(5)));
     let p = sim.mint(CAPTCHA_ID);
-    post_and_go_away(addr, &p).await;
+    post_and_go_away(addr, admin, &p).await;
     until_cancelled(admin, 4).await;
     sim.sim.set_behaviour(Behaviour::Normal);
     assert_eq!(retry(&p).await.unwrap().status(), StatusCode::OK);
@@ -340,7 +351,7 @@ async fn a_client_gone_while_geetest_is_asked_settles_its_claim_and_keeps_the_co
     forged.pass_token = "ab".repeat(32);
     sim.sim
         .set_behaviour(Behaviour::Slow(Duration::from_millis(800)));
-    post_and_go_away(addr, &forged).await;
+    post_and_go_away(addr, admin, &forged).await;
     until_cancelled(admin, 5).await;
     sim.sim.set_behaviour(Behaviour::Normal);
     let validations = sim.sim.stats().validations;

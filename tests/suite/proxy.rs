@@ -1,13 +1,10 @@
 //! Issue 2: gatekeeper as a correct reverse proxy, over real sockets.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::{Request, StatusCode, Version};
 use http_body_util::Full;
 

@@ -1,0 +1,24 @@
+//! The integration tests, one binary with a module per area (built and
+//! linked once). Each module's tests are named after it, e.g. `gate::…`:
+//! `cargo nextest run -E 'test(/^gate::/)'` runs one area.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+mod canonical;
+mod cli;
+mod config;
+mod demo;
+mod demo_browser;
+mod failing_geetest;
+mod fields_props;
+mod gate;
+mod geetest_sim;
+mod h2_floods;
+mod hostile;
+mod operations;
+mod proxy;
+mod replay_redis;
+mod secrets;
+mod streaming;
+mod upstream_pool;
