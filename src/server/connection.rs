@@ -155,16 +155,19 @@ where
     /// The connection's place, and its count in the gauge: given back when
     /// the connection ends, or a tunnel it opened does.
     struct Slot {
-        _permit: Place,
+        place: Option<Place>,
         gauge: prometheus_client::metrics::gauge::Gauge,
     }
     impl Drop for Slot {
         fn drop(&mut self) {
+            // The places first: once the gauge shows the connection gone,
+            // its peer may connect again.
+            drop(self.place.take());
             self.gauge.dec();
         }
     }
     let slot = Arc::new(Slot {
-        _permit: permit,
+        place: Some(permit),
         gauge: open,
     });
     let activity = Arc::new(Activity::new());
