@@ -663,8 +663,11 @@ async fn many_stalled_gated_bodies_stay_within_the_body_budget_and_normal_client
     );
     // Memory returns: every reserved byte is given back. The allocator may
     // keep freed pages mapped (RSS barely falls), so the proof it is free is
-    // that the same attack again reuses it: the peak grows by at most a
-    // quarter of the first attack's growth, plus 2 MiB.
+    // that the same attack again reuses it: the peak grows by at most half
+    // of the first attack's growth, plus 2 MiB. (Memory kept would show as a
+    // second full growth; a quarter was too tight: jemalloc's per-thread
+    // arenas let a second attack touch some fresh pages, 7.3 MB against a
+    // first growth of 17.6 MB in one of 20 runs.)
     assert_eq!(
         metric(&outcome.metrics_after, "gatekeeper_buffered_body_bytes"),
         0,
@@ -677,7 +680,7 @@ async fn many_stalled_gated_bodies_stay_within_the_body_budget_and_normal_client
     .await;
     let regrown = again.peak_kb.saturating_sub(outcome.peak_kb);
     assert!(
-        regrown <= grown / 4 + 2048,
+        regrown <= grown / 2 + 2048,
         "a second attack grew the peak by {regrown} kB more (first: {grown} kB): memory was not returned"
     );
 }
