@@ -1,6 +1,6 @@
 //! Against the real Redis on 127.0.0.1:6379, each test under its own key
 //! prefix. They are `#[ignore]`d (a plain `cargo nextest run` reports them
-//! skipped); `--include-ignored`, as CI runs, fails them without a Redis.
+//! skipped); `--run-ignored all`, as CI runs, fails them without a Redis.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,7 +47,7 @@ async fn clean(store: &RedisKeptStore) {
     let _: Result<u64, _> = store.query(&cmd).await;
 }
 
-#[ignore = "needs Redis on 127.0.0.1:6379 (scripts/setup); run with --include-ignored"]
+#[ignore = "needs Redis on 127.0.0.1:6379 (scripts/setup); run with --run-ignored all"]
 #[tokio::test]
 async fn one_instance_keeps_another_takes_once() {
     need_redis();
@@ -73,7 +73,7 @@ async fn one_instance_keeps_another_takes_once() {
     clean(&a).await;
 }
 
-#[ignore = "needs Redis on 127.0.0.1:6379 (scripts/setup); run with --include-ignored"]
+#[ignore = "needs Redis on 127.0.0.1:6379 (scripts/setup); run with --run-ignored all"]
 #[tokio::test]
 async fn concurrent_takes_have_one_winner() {
     need_redis();
@@ -97,7 +97,7 @@ async fn concurrent_takes_have_one_winner() {
     clean(&keeper).await;
 }
 
-#[ignore = "needs Redis on 127.0.0.1:6379 (scripts/setup); run with --include-ignored"]
+#[ignore = "needs Redis on 127.0.0.1:6379 (scripts/setup); run with --run-ignored all"]
 #[tokio::test]
 async fn fleet_wide_bounds_refuse_and_never_evict() {
     need_redis();
@@ -137,7 +137,7 @@ fn config_bytes(max_bytes: u64) -> ChallengeConfig {
     config(Duration::from_secs(60), 100, max_bytes)
 }
 
-#[ignore = "needs Redis on 127.0.0.1:6379 (scripts/setup); run with --include-ignored"]
+#[ignore = "needs Redis on 127.0.0.1:6379 (scripts/setup); run with --run-ignored all"]
 #[tokio::test]
 async fn expired_requests_are_gone_and_free_their_room() {
     need_redis();
@@ -157,7 +157,7 @@ async fn expired_requests_are_gone_and_free_their_room() {
     clean(&s).await;
 }
 
-#[ignore = "needs Redis on 127.0.0.1:6379 (scripts/setup); run with --include-ignored"]
+#[ignore = "needs Redis on 127.0.0.1:6379 (scripts/setup); run with --run-ignored all"]
 #[tokio::test]
 async fn a_corrupt_blob_is_an_error() {
     need_redis();

@@ -296,7 +296,7 @@ fn the_reference_file_parses() {
     assert_eq!(c.routes.len(), 1);
 }
 
-#[ignore = "needs openssl (scripts/setup); run with --include-ignored"]
+#[ignore = "needs openssl (scripts/setup); run with --run-ignored all"]
 #[test]
 fn a_pkcs1_rsa_key_is_accepted() {
     let dir = tempfile::tempdir().unwrap();

@@ -161,7 +161,7 @@ fn demo_output(https_port: u16, http_port: u16) -> (std::process::Child, String)
 
 /// Issue 19: the printed round trip failed with `captcha_malformed` (Python's
 /// `print()` added a newline to the last field).
-#[ignore = "needs curl and python3 (scripts/setup); run with --include-ignored"]
+#[ignore = "needs curl and python3 (scripts/setup); run with --run-ignored all"]
 #[test]
 fn the_printed_curl_round_trip_logs_in_when_pasted_into_a_shell() {
     for tool in ["curl", "python3"] {

@@ -3,7 +3,7 @@
 //! screenshots in `target/artifacts/browser/`. Needs Debian's chromium and
 //! `npm ci` in tests/browser (scripts/setup does both), so the tests are
 //! `#[ignore]`d: a plain `cargo nextest run` reports them skipped, and
-//! `--include-ignored` (the README's test command, CI's) runs them, failing
+//! `--run-ignored all` (the README's test command, CI's) runs them, failing
 //! when either is missing.
 
 use crate::common::{Demo, free_port, until_listening};
@@ -58,7 +58,7 @@ fn assert_screenshots(names: &[&str]) {
     }
 }
 
-#[ignore = "needs chromium and tests/browser/node_modules (scripts/setup); run with --include-ignored"]
+#[ignore = "needs chromium and tests/browser/node_modules (scripts/setup); run with --run-ignored all"]
 #[test]
 fn a_person_solves_the_captcha_and_the_app_receives_a_clean_form() {
     let chromium = chromium();
@@ -106,7 +106,7 @@ impl Drop for Sim {
     }
 }
 
-#[ignore = "needs chromium and tests/browser/node_modules (scripts/setup); run with --include-ignored"]
+#[ignore = "needs chromium and tests/browser/node_modules (scripts/setup); run with --run-ignored all"]
 #[test]
 fn the_widget_works_like_geetests_in_every_product_mode_by_mouse_and_keyboard() {
     let chromium = chromium();

@@ -75,7 +75,7 @@ async fn post(
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-#[ignore = "needs redis-server (scripts/setup); run with --include-ignored"]
+#[ignore = "needs redis-server (scripts/setup); run with --run-ignored all"]
 #[tokio::test]
 async fn a_proof_used_on_one_instance_is_refused_on_another() {
     let redis = RedisServer::start();
@@ -95,7 +95,7 @@ async fn a_proof_used_on_one_instance_is_refused_on_another() {
     drop(f.certs);
 }
 
-#[ignore = "needs redis-server (scripts/setup); run with --include-ignored"]
+#[ignore = "needs redis-server (scripts/setup); run with --run-ignored all"]
 #[tokio::test]
 async fn two_hundred_concurrent_submissions_across_two_instances_forward_exactly_one() {
     let redis = RedisServer::start();
@@ -124,7 +124,7 @@ async fn two_hundred_concurrent_submissions_across_two_instances_forward_exactly
     assert_eq!(f.upstream.count(), 1);
 }
 
-#[ignore = "needs redis-server (scripts/setup); run with --include-ignored"]
+#[ignore = "needs redis-server (scripts/setup); run with --run-ignored all"]
 #[tokio::test]
 async fn redis_down_with_deny_is_503_and_redis_back_is_used_without_a_restart() {
     let mut redis = RedisServer::start_owned();
@@ -172,7 +172,7 @@ async fn redis_down_with_deny_is_503_and_redis_back_is_used_without_a_restart() 
     assert_eq!(redis.keys(&format!("{}*", f.prefix)).await.len(), 1);
 }
 
-#[ignore = "needs redis-server (scripts/setup); run with --include-ignored"]
+#[ignore = "needs redis-server (scripts/setup); run with --run-ignored all"]
 #[tokio::test]
 async fn redis_down_with_local_falls_back_to_memory_and_still_refuses_replays_here() {
     let mut redis = RedisServer::start_owned();
@@ -310,7 +310,7 @@ async fn time_to_redis(
     }
 }
 
-#[ignore = "needs redis-server (scripts/setup); run with --include-ignored"]
+#[ignore = "needs redis-server (scripts/setup); run with --run-ignored all"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_under_gated_load_keeps_latency_forwards_each_proof_once_and_recovers_within_a_second()
  {
@@ -375,7 +375,7 @@ async fn a_redis_outage_under_gated_load_keeps_latency_forwards_each_proof_once_
     assert_eq!(post(&c, &f.b, &p).await.0, StatusCode::FORBIDDEN);
 }
 
-#[ignore = "needs redis-server (scripts/setup); run with --include-ignored"]
+#[ignore = "needs redis-server (scripts/setup); run with --run-ignored all"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_with_deny_is_answered_503_at_once_and_redis_back_passes_within_a_second() {
     let mut redis = RedisServer::start_owned();
@@ -414,7 +414,7 @@ async fn a_redis_outage_with_deny_is_answered_503_at_once_and_redis_back_passes_
     );
 }
 
-#[ignore = "needs redis-server (scripts/setup); run with --include-ignored"]
+#[ignore = "needs redis-server (scripts/setup); run with --run-ignored all"]
 #[tokio::test]
 async fn outcomes_decided_locally_during_an_outage_reach_redis_when_it_returns_so_other_instances_refuse_them()
  {

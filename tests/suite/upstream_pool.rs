@@ -369,7 +369,7 @@ async fn a_reload_with_a_new_upstream_url_sends_to_the_new_upstream_and_lets_the
     proxied.shutdown().await;
 }
 
-#[ignore = "needs redis-server (scripts/setup); run with --include-ignored"]
+#[ignore = "needs redis-server (scripts/setup); run with --run-ignored all"]
 #[tokio::test]
 async fn reloads_keep_the_redis_connection_of_the_replay_store() {
     let redis = RedisServer::start_owned();

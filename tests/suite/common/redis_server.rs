@@ -6,7 +6,7 @@ use super::{free_port, until_listening};
 /// `redis-server` of the test's own on a free port. Tests that stop and start
 /// Redis need their own (`start_owned`). Without either the test fails with
 /// what to install: such tests are `#[ignore]`d, so a plain `cargo nextest
-/// run` reports them skipped and `--include-ignored` (CI) runs them.
+/// run` reports them skipped and `--run-ignored all` (CI) runs them.
 pub struct RedisServer {
     pub port: u16,
     child: Option<std::process::Child>,
