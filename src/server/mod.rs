@@ -131,9 +131,11 @@ fn generation(config: Config, shared: &Shared) -> Result<Generation, StartError>
         Some(files) => Some(tls::server_config(&files.cert, &files.key).map_err(StartError::Tls)?),
         None => None,
     };
+    let kept = crate::challenge::store_for(&config.challenge, &config.replay)
+        .map_err(|e| StartError::Store(format!("kept-request store: {e}")))?;
     let proxy = shared.pools.scope(|| {
         let gate = Gate::new(&config, shared.store.clone(), shared.metrics.clone());
-        Arc::new(Proxy::new(&config, gate, shared.metrics.clone()))
+        Arc::new(Proxy::new(&config, gate, kept, shared.metrics.clone()))
     });
     Ok(Generation {
         config: Arc::new(config),
