@@ -26,7 +26,8 @@
 //! - `POST` [`RELEASE_PATH`] (urlencoded: [`ID_FIELD`] and the five GeeTest
 //!   fields): parse the id with [`ChallengeId::parse`]; refuse with the
 //!   [`Pages::expired`] page unless [`Binding::verify`] holds and
-//!   [`KeptStore::exists`]; run the gate's checks on the five fields; on a
+//!   [`KeptStore::peek`] finds it; run the gate's checks on the five fields
+//!   (on the route the kept request matches); on a
 //!   refused proof answer [`Pages::challenge`] again with `retry = true` (the
 //!   request stays kept); on a pass [`KeptStore::take`] (single use: `None`
 //!   means another release won, so answer the expired page), forward the

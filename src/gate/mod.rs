@@ -212,10 +212,11 @@ impl<V: Validate> Gate<V> {
         {
             throttle.charge(client);
         }
-        let (outcome, reason) = match (&decision, &refusal) {
-            (Ok(admitted), _) => (admitted.verdict, Default::default()),
-            (Err(_), Some(refusal)) => (refusal.code(), refusal.reason()),
-            (Err(_), None) => ("-", Default::default()),
+        let (outcome, reason) = match (&refusal, &decision) {
+            (Some(refusal), _) => (refusal.code(), refusal.reason()),
+            (None, Ok(admitted)) => (admitted.verdict, Default::default()),
+            // Every Err carries a refusal.
+            (None, Err(_)) => ("-", Default::default()),
         };
         report_decision(
             &self.metrics,
@@ -227,15 +228,15 @@ impl<V: Validate> Gate<V> {
             log.validate_ms,
         );
         let audience = Audience::of(&parts.method, &parts.headers);
-        match (decision, refusal) {
-            (Ok(admitted), _) => Decision::Admitted(forwardable(parts, admitted)),
-            (Err(NotAdmitted::Unproven(body)), _) => Decision::Unproven {
+        match decision {
+            Ok(admitted) => Decision::Admitted(forwardable(parts, admitted)),
+            Err(NotAdmitted::Unproven(body)) => Decision::Unproven {
                 parts,
                 body,
                 refusal: unproven_refusal(),
                 audience,
             },
-            (Err(NotAdmitted::Refused(refusal)), _) => Decision::Refused { refusal, audience },
+            Err(NotAdmitted::Refused(refusal)) => Decision::Refused { refusal, audience },
         }
     }
 
