@@ -175,6 +175,32 @@ path = "/comment"
     }
 
     #[test]
+    fn a_local_simulator_brings_its_own_widget() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let sim = load(
+            "[geetest]\napi_server = \"http://127.0.0.1:9001\"\n",
+            dir.path(),
+        )
+        .expect("valid");
+        assert_eq!(sim.challenge.widget_url, "http://127.0.0.1:9001/gt4.js");
+        let remote = load(
+            "[geetest]\napi_server = \"http://gcaptcha4.example.com\"\n",
+            dir.path(),
+        )
+        .expect("valid");
+        assert_eq!(remote.challenge.widget_url, super::DEFAULT_WIDGET_URL);
+        let chosen = load(
+            "[geetest]\napi_server = \"http://[::1]:9001\"\n[challenge]\nwidget_url = \"https://cdn.example.com/gt4.js\"\n",
+            dir.path(),
+        )
+        .expect("valid");
+        assert_eq!(
+            chosen.challenge.widget_url,
+            "https://cdn.example.com/gt4.js"
+        );
+    }
+
+    #[test]
     fn every_setting_is_read() {
         let dir = tempfile::tempdir().expect("a temp dir");
         std::fs::write(dir.path().join("page.html"), "<p>{{message}}</p>{{widget}}")

@@ -559,3 +559,30 @@ async fn a_request_kept_by_one_instance_is_released_by_another_through_redis() {
     a.shutdown(Duration::from_secs(5)).await;
     b.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn a_kept_request_outlives_a_reload() {
+    let mut env = Env::start(ROUTES).await;
+    let client = env.client(false);
+    let kept = client
+        .send(navigation(
+            &env.https_url("/redirect/comment"),
+            "application/x-www-form-urlencoded",
+            "across=reload",
+        ))
+        .await;
+    let (id, cookie) = challenge_of(&kept);
+    let server = env.server.as_mut().unwrap();
+    server.reload().await.expect("the reload succeeds");
+    let released = release(
+        &client,
+        &env.https_url("/.gatekeeper/release"),
+        &id,
+        Some(&cookie),
+        &mint(&env.sim).await,
+    )
+    .await;
+    assert_eq!(released.status, StatusCode::SEE_OTHER);
+    assert_eq!(&env.upstream.last().body[..], b"across=reload");
+    env.shutdown().await;
+}
