@@ -1,3 +1,4 @@
+// Long: one registration per metric, each with its help text.
 //! Prometheus metrics, served on the admin listener at `/metrics`.
 //!
 //! Every label value is bounded: routes come from the config, methods outside
@@ -19,6 +20,9 @@
 //! | `gatekeeper_config_reloads_total` | counter | result |
 //! | `gatekeeper_config_info` | gauge (1) | hash |
 //! | `gatekeeper_buffered_body_bytes` | gauge | |
+//! | `gatekeeper_challenges_total` | counter | outcome |
+//! | `gatekeeper_kept_requests` | gauge | |
+//! | `gatekeeper_kept_request_bytes` | gauge | |
 //! | `gatekeeper_connections_refused_total` | counter | kind |
 //! | `gatekeeper_build_info` | gauge (1) | version, commit |
 //! | `gatekeeper_config_last_reload_success_timestamp_seconds` | gauge | |
@@ -55,6 +59,11 @@ pub struct DecisionLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -97,6 +106,12 @@ pub struct Metrics {
     /// Bytes of gated bodies reserved from `limits.max_buffered_bodies`.
     pub buffered_body_bytes: Gauge,
     pub connections_refused: Family<KindLabels, Counter>,
+    /// Challenge pages shown, proofs passed or refused on release, ids
+    /// expired (or unbound), and keeps refused because the store was full.
+    pub challenges: Family<OutcomeLabels, Counter>,
+    /// The kept-request store's size, set whenever it changes here.
+    pub kept_requests: Gauge,
+    pub kept_request_bytes: Gauge,
     pub build_info: Family<BuildLabels, Gauge>,
     /// Seconds since the epoch of the start, then of each successful reload.
     pub last_reload_success: Gauge<f64, AtomicU64>,
@@ -131,6 +146,9 @@ impl Metrics {
             config_info: Family::default(),
             buffered_body_bytes: Gauge::default(),
             connections_refused: Family::default(),
+            challenges: Family::default(),
+            kept_requests: Gauge::default(),
+            kept_request_bytes: Gauge::default(),
             build_info: Family::default(),
             last_reload_success: Gauge::default(),
             registry: Registry::default(),
@@ -221,6 +239,21 @@ impl Metrics {
             "Connections closed at accept, by kind (per_address)",
             m.connections_refused.clone(),
         );
+        registry.register(
+            "challenges",
+            "Challenges by outcome (shown, passed, refused, expired, full)",
+            m.challenges.clone(),
+        );
+        registry.register(
+            "kept_requests",
+            "Requests kept for their captcha",
+            m.kept_requests.clone(),
+        );
+        registry.register(
+            "kept_request_bytes",
+            "Bytes of the requests kept for their captcha",
+            m.kept_request_bytes.clone(),
+        );
         Self {
             registry: root,
             ..m
@@ -242,6 +275,12 @@ impl Metrics {
             status,
         };
         self.requests.get_or_create(&labels).inc();
+    }
+
+    pub fn challenge(&self, outcome: &'static str) {
+        self.challenges
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     pub fn decision(&self, route: &str, outcome: &'static str) {

@@ -115,6 +115,10 @@ impl MemoryKeptStore {
         self.live().entries.contains_key(&id)
     }
 
+    pub fn peek_now(&self, id: ChallengeId) -> Option<KeptRequest> {
+        self.live().entries.get(&id).map(|e| e.request.clone())
+    }
+
     pub fn size_now(&self) -> (u64, u64) {
         let state = self.live();
         (state.entries.len() as u64, state.bytes)
@@ -134,6 +138,11 @@ impl KeptStore for MemoryKeptStore {
 
     fn exists(&self, id: ChallengeId) -> BoxFuture<'_, Result<bool, StoreError>> {
         let result = self.exists_now(id);
+        Box::pin(async move { Ok(result) })
+    }
+
+    fn peek(&self, id: ChallengeId) -> BoxFuture<'_, Result<Option<KeptRequest>, StoreError>> {
+        let result = self.peek_now(id);
         Box::pin(async move { Ok(result) })
     }
 

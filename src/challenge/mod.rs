@@ -26,7 +26,8 @@
 //! - `POST` [`RELEASE_PATH`] (urlencoded: [`ID_FIELD`] and the five GeeTest
 //!   fields): parse the id with [`ChallengeId::parse`]; refuse with the
 //!   [`Pages::expired`] page unless [`Binding::verify`] holds and
-//!   [`KeptStore::exists`]; run the gate's checks on the five fields; on a
+//!   [`KeptStore::peek`] finds it; run the gate's checks on the five fields
+//!   (on the route the kept request matches); on a
 //!   refused proof answer [`Pages::challenge`] again with `retry = true` (the
 //!   request stays kept); on a pass [`KeptStore::take`] (single use: `None`
 //!   means another release won, so answer the expired page), forward the
@@ -61,6 +62,27 @@ pub const RELEASE_PATH: &str = "/.gatekeeper/release";
 pub const SCRIPT_PATH: &str = "/.gatekeeper/challenge.js";
 /// The release form's field that carries the [`ChallengeId`].
 pub const ID_FIELD: &str = "challenge";
+
+/// Whether the request is a browser's navigation, the only kind answered
+/// with the challenge page: `Sec-Fetch-Mode: navigate`, or (for browsers
+/// that send no fetch metadata) an `Accept` whose first type is text/html.
+/// A script (JSON first in `Accept`, another fetch mode, `X-Requested-With`)
+/// keeps the refusal it reads.
+pub fn is_navigation(headers: &http::HeaderMap) -> bool {
+    let first_accepted = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|accept| accept.split(',').next())
+        .map(|first| first.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    if headers.contains_key("x-requested-with") || first_accepted.contains("json") {
+        return false;
+    }
+    match headers.get("sec-fetch-mode") {
+        Some(mode) => mode.as_bytes().eq_ignore_ascii_case(b"navigate"),
+        None => first_accepted.starts_with("text/html"),
+    }
+}
 
 /// A kept request's id: 128 random bits, shown as 32 lowercase hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -136,6 +158,9 @@ pub trait KeptStore: Send + Sync + fmt::Debug {
     fn take(&self, id: ChallengeId) -> BoxFuture<'_, Result<Option<KeptRequest>, StoreError>>;
     /// Whether the id is kept and unexpired, without taking it.
     fn exists(&self, id: ChallengeId) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// The request, without taking it (its target decides which route's
+    /// checks a release runs).
+    fn peek(&self, id: ChallengeId) -> BoxFuture<'_, Result<Option<KeptRequest>, StoreError>>;
     /// Live entries and their bytes, expired ones swept first.
     fn size(&self) -> BoxFuture<'_, Result<(u64, u64), StoreError>>;
 }
@@ -177,6 +202,35 @@ mod tests {
         let local = store_for(&config.challenge, &replay).expect("a store");
         assert!(format!("{local:?}").starts_with("MemoryKeptStore"));
         assert_eq!(config.challenge.ttl, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn only_navigations_are_challenged() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = http::HeaderMap::new();
+            for (n, v) in pairs {
+                h.append(*n, http::HeaderValue::from_static(v));
+            }
+            h
+        };
+        assert!(is_navigation(&headers(&[("sec-fetch-mode", "navigate")])));
+        assert!(is_navigation(&headers(&[(
+            "accept",
+            "text/html,*/*;q=0.8"
+        )])));
+        assert!(!is_navigation(&headers(&[("accept", "*/*")])));
+        assert!(!is_navigation(&headers(&[
+            ("accept", "application/json, text/html"),
+            ("sec-fetch-mode", "navigate")
+        ])));
+        assert!(!is_navigation(&headers(&[
+            ("accept", "text/html"),
+            ("sec-fetch-mode", "cors")
+        ])));
+        assert!(!is_navigation(&headers(&[
+            ("accept", "text/html"),
+            ("x-requested-with", "XMLHttpRequest")
+        ])));
     }
 
     #[test]

@@ -242,6 +242,15 @@ impl RedisKeptStore {
         Ok(n == 1)
     }
 
+    async fn peek_async(&self, id: ChallengeId) -> Result<Option<KeptRequest>, StoreError> {
+        let key = self.keys(Some(id)).pop().unwrap_or_default();
+        let blob: Option<Vec<u8>> = self
+            .query(redis::cmd("GET").arg(key))
+            .await
+            .map_err(StoreError::Unavailable)?;
+        Ok(blob.map(|b| KeptRequest::decode(&b)).transpose()?)
+    }
+
     async fn size_async(&self) -> Result<(u64, u64), StoreError> {
         self.eval(&self.size, &self.keys(None), &[])
             .await
@@ -260,6 +269,10 @@ impl KeptStore for RedisKeptStore {
 
     fn exists(&self, id: ChallengeId) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(self.exists_async(id))
+    }
+
+    fn peek(&self, id: ChallengeId) -> BoxFuture<'_, Result<Option<KeptRequest>, StoreError>> {
+        Box::pin(self.peek_async(id))
     }
 
     fn size(&self) -> BoxFuture<'_, Result<(u64, u64), StoreError>> {

@@ -22,8 +22,33 @@ pub const TEMPLATE_PLACEHOLDERS: &[&str] = &["{{message}}", "{{widget}}"];
 /// A template larger than this is surely not a page template.
 const TEMPLATE_MAX_BYTES: u64 = 1024 * 1024;
 
+/// The simulator's stand-in widget, when the API server is a simulator on
+/// this machine (cleartext on a loopback address, as `gatekeeper sim` runs):
+/// GeeTest's real widget could not solve a simulator's captcha.
+fn simulator_widget(api_servers: &[Uri]) -> Option<Uri> {
+    let server = api_servers.first()?;
+    let host = server.host()?.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if server.scheme_str() != Some("http") || !loopback {
+        return None;
+    }
+    format!("http://{}/gt4.js", server.authority()?)
+        .parse()
+        .ok()
+}
+
 impl Validator<'_, '_> {
-    pub(super) fn challenge(&mut self, raw: &raw::RawChallenge, max_body: u64) -> ChallengeConfig {
+    /// `api_servers` decide the default widget: the local simulator's
+    /// stand-in when GeeTest's API is the simulator, GeeTest's own otherwise.
+    pub(super) fn challenge(
+        &mut self,
+        raw: &raw::RawChallenge,
+        max_body: u64,
+        api_servers: &[Uri],
+    ) -> ChallengeConfig {
         let max_bytes = self.size(
             raw.max_bytes.as_ref(),
             "challenge.max_bytes",
@@ -45,6 +70,7 @@ impl Validator<'_, '_> {
                 .widget_url
                 .as_ref()
                 .and_then(|v| self.widget_url(v))
+                .or_else(|| simulator_widget(api_servers))
                 .unwrap_or_else(|| Uri::from_static(DEFAULT_WIDGET_URL)),
             template: raw.template.as_ref().and_then(|v| self.template(v)),
         }
@@ -145,6 +171,32 @@ path = "/comment"
         assert!(
             c.routes[0].challenge,
             "a route challenges browsers by default"
+        );
+    }
+
+    #[test]
+    fn a_local_simulator_brings_its_own_widget() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let sim = load(
+            "[geetest]\napi_server = \"http://127.0.0.1:9001\"\n",
+            dir.path(),
+        )
+        .expect("valid");
+        assert_eq!(sim.challenge.widget_url, "http://127.0.0.1:9001/gt4.js");
+        let remote = load(
+            "[geetest]\napi_server = \"http://gcaptcha4.example.com\"\n",
+            dir.path(),
+        )
+        .expect("valid");
+        assert_eq!(remote.challenge.widget_url, super::DEFAULT_WIDGET_URL);
+        let chosen = load(
+            "[geetest]\napi_server = \"http://[::1]:9001\"\n[challenge]\nwidget_url = \"https://cdn.example.com/gt4.js\"\n",
+            dir.path(),
+        )
+        .expect("valid");
+        assert_eq!(
+            chosen.challenge.widget_url,
+            "https://cdn.example.com/gt4.js"
         );
     }
 

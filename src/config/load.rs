@@ -112,7 +112,7 @@ impl Validator<'_, '_> {
         let replay = self.replay(&raw.replay, geetest.max_token_age, token_age_span);
         let routes = self.routes(&raw.route, &captchas, &raw.captcha, geetest.on_error);
         let throttle = self.throttle(raw.throttle.as_ref());
-        let challenge = self.challenge(&raw.challenge, limits.max_body);
+        let challenge = self.challenge(&raw.challenge, limits.max_body, &geetest.api_servers);
         Config {
             source: path.to_owned(),
             server,

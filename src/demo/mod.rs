@@ -102,6 +102,9 @@ url = "http://{app}"
 api_server = "http://{sim}"   # the simulator; GeeTest is https://gcaptcha4.geetest.com
 on_error = "deny"
 
+[challenge]
+widget_url = "http://{sim}/gt4.js"   # the simulator's stand-in; GeeTest's is the default
+
 [captcha.demo]
 id = "{DEMO_CAPTCHA_ID}"
 key = "{DEMO_CAPTCHA_KEY}"    # a simulator key; use key_env for a real one

@@ -89,10 +89,6 @@ pub struct GateLimits {
 
 /// What the gate decided about one gated request.
 #[derive(Debug)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "made once per gated request and unpacked at once; a box would only add an allocation"
-)]
 pub enum Decision {
     /// Stripped of the captcha fields and marked: to be forwarded.
     Admitted(Request<HeldBody>),
@@ -101,6 +97,44 @@ pub enum Decision {
         refusal: Refusal,
         audience: Audience,
     },
+    /// No captcha field at all: refused as `refusal` says, unless the proxy
+    /// keeps the request for the challenge page. `parts` and the whole
+    /// `body` (read within `max_body` and the body budget) are handed back.
+    Unproven {
+        parts: Parts,
+        body: Bytes,
+        refusal: Refusal,
+        audience: Audience,
+    },
+}
+
+/// Why a request was not admitted: a refusal, or no proof at all (with the
+/// body that was read, for the challenge to keep).
+enum NotAdmitted {
+    Refused(Refusal),
+    Unproven(Bytes),
+}
+
+impl From<Refusal> for NotAdmitted {
+    fn from(refusal: Refusal) -> Self {
+        Self::Refused(refusal)
+    }
+}
+
+impl NotAdmitted {
+    fn refusal(&self) -> Refusal {
+        match self {
+            Self::Refused(refusal) => refusal.clone(),
+            Self::Unproven(_) => unproven_refusal(),
+        }
+    }
+}
+
+/// Today's answer to a request without any captcha field.
+fn unproven_refusal() -> Refusal {
+    Refusal::CaptchaRequired {
+        missing: fields::CAPTCHA_FIELDS[..4].to_vec(),
+    }
 }
 
 #[derive(Debug)]
@@ -167,19 +201,22 @@ impl<V: Validate> Gate<V> {
         let mut log = LogFields::default();
         let decision = match self.throttle.as_ref().and_then(|t| t.blocked(client)) {
             // Throttled before the body is read or GeeTest is asked.
-            Some(wait) => Err(Refusal::Throttled {
+            Some(wait) => Err(NotAdmitted::Refused(Refusal::Throttled {
                 retry_after: wait.as_secs().max(1),
-            }),
+            })),
             None => self.decide(route, &parts, body, client, &mut log).await,
         };
-        if let (Some(throttle), Err(refusal)) = (&self.throttle, &decision)
+        let refusal = decision.as_ref().err().map(NotAdmitted::refusal);
+        if let (Some(throttle), Some(refusal)) = (&self.throttle, &refusal)
             && refusal.is_client_fault()
         {
             throttle.charge(client);
         }
-        let (outcome, reason) = match &decision {
-            Ok(admitted) => (admitted.verdict, Default::default()),
-            Err(refusal) => (refusal.code(), refusal.reason()),
+        let (outcome, reason) = match (&refusal, &decision) {
+            (Some(refusal), _) => (refusal.code(), refusal.reason()),
+            (None, Ok(admitted)) => (admitted.verdict, Default::default()),
+            // Every Err carries a refusal.
+            (None, Err(_)) => ("-", Default::default()),
         };
         report_decision(
             &self.metrics,
@@ -190,12 +227,16 @@ impl<V: Validate> Gate<V> {
             &reason,
             log.validate_ms,
         );
+        let audience = Audience::of(&parts.method, &parts.headers);
         match decision {
             Ok(admitted) => Decision::Admitted(forwardable(parts, admitted)),
-            Err(refusal) => Decision::Refused {
-                refusal,
-                audience: Audience::of(&parts.method, &parts.headers),
+            Err(NotAdmitted::Unproven(body)) => Decision::Unproven {
+                parts,
+                body,
+                refusal: unproven_refusal(),
+                audience,
             },
+            Err(NotAdmitted::Refused(refusal)) => Decision::Refused { refusal, audience },
         }
     }
 
@@ -206,7 +247,7 @@ impl<V: Validate> Gate<V> {
         body: B,
         client: IpAddr,
         log: &mut LogFields,
-    ) -> Result<Admitted, Refusal> {
+    ) -> Result<Admitted, NotAdmitted> {
         // Before the body is read: nothing to read if it would be refused.
         check_headers(&parts.headers).map_err(field_refusal)?;
         let admission = parts.extensions.get::<ConnAdmission>();
@@ -224,9 +265,13 @@ impl<V: Validate> Gate<V> {
             captcha_id,
             query,
             body,
-        } = extract(parts.uri.query(), &format, body)
-            .await
-            .map_err(field_refusal)?;
+        } = match extract(parts.uri.query(), &format, body.clone()).await {
+            Ok(extraction) => extraction,
+            // Handed back whole, without its reservation: a kept request
+            // counts against the kept-request store's bounds instead.
+            Err(FieldError::NoneGiven) => return Err(NotAdmitted::Unproven(body)),
+            Err(e) => return Err(field_refusal(e).into()),
+        };
         check_shapes(&proof, captcha_id.as_deref()).map_err(field_refusal)?;
         // Shape-checked, so safe to log: it is the proof's public serial number.
         log.lot_number = Some(proof.lot_number.clone());
@@ -257,12 +302,12 @@ impl<V: Validate> Gate<V> {
             .await
             .map_err(|_| Refusal::CaptchaUnavailable("verification is temporarily unavailable"))?;
         log.validate_ms = settled.validate_ms;
-        settled.result.map(|verdict| Admitted {
+        Ok(settled.result.map(|verdict| Admitted {
             body,
             held,
             query,
             verdict,
-        })
+        })?)
     }
 
     fn check_age(&self, gen_time: &str) -> Result<(), Refusal> {
@@ -307,6 +352,7 @@ fn field_refusal(e: FieldError) -> Refusal {
     match e {
         FieldError::UnsupportedMediaType(ct) => Refusal::UnsupportedMediaType(ct),
         FieldError::Missing(missing) => Refusal::CaptchaRequired { missing },
+        FieldError::NoneGiven => unproven_refusal(),
         FieldError::Malformed(why) => Refusal::CaptchaMalformed(why.into()),
         FieldError::Ambiguous(why) => Refusal::BodyAmbiguous(why),
     }

@@ -110,7 +110,7 @@ async fn decide(gate: &Gate<Scripted>, route: &Route, req: Request<Full<Bytes>>)
 
 fn refusal(decision: Decision) -> Refusal {
     match decision {
-        Decision::Refused { refusal, .. } => refusal,
+        Decision::Refused { refusal, .. } | Decision::Unproven { refusal, .. } => refusal,
         Decision::Admitted(req) => panic!("admitted: {req:?}"),
     }
 }
@@ -260,4 +260,33 @@ async fn a_body_over_max_body_is_refused_whether_declared_or_not() {
         assert_eq!(refusal.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
     assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn no_proof_at_all_hands_the_body_back_and_a_partial_one_is_refused() {
+    let (gate, calls) = gate(pass);
+    let decision = decide(
+        &gate,
+        &route(OnError::Deny),
+        form_post("name=ada&x=%2F".into()),
+    )
+    .await;
+    let Decision::Unproven { body, refusal, .. } = decision else {
+        panic!("not unproven: {decision:?}");
+    };
+    assert_eq!(&body[..], b"name=ada&x=%2F");
+    assert_eq!(
+        refusal.reason(),
+        "missing captcha fields: lot_number, captcha_output, pass_token, gen_time"
+    );
+    let partial = form_post("name=ada&lot_number=".into());
+    let decision = decide(&gate, &route(OnError::Deny), partial).await;
+    assert!(matches!(
+        decision,
+        Decision::Refused {
+            refusal: Refusal::CaptchaRequired { .. },
+            ..
+        }
+    ));
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
 }

@@ -13,6 +13,7 @@ use ipnet::IpNet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::body::ProxyBody;
+use super::challenge::Challenges;
 use super::headers::drop_underscored;
 use super::headers::forwarding::{client_addr, is_trusted, peer_header, set_forwarding_headers};
 use super::headers::framing;
@@ -21,6 +22,7 @@ use super::response::{refused, refused_closing};
 use super::target::{Target, canonical_target, join_cookies};
 use super::upstream::{Upstream, UpstreamError};
 use super::websocket::{self, mark_websocket_upgrade};
+use crate::challenge::{KeptStore, RESERVED_PREFIX, is_navigation};
 use crate::config::{Config, Route};
 use crate::gate::{Decision, Gate};
 use crate::http_common::X_GATEKEEPER_CAPTCHA;
@@ -55,24 +57,31 @@ impl ConnInfo {
 /// Everything a request needs, built once per loaded configuration.
 #[derive(Debug)]
 pub struct Proxy {
-    routes: RouteTable,
-    path_rules: PathRules,
+    pub(super) routes: RouteTable,
+    pub(super) path_rules: PathRules,
     upstream: Upstream,
-    gate: Gate,
-    trusted_proxies: Vec<IpNet>,
+    pub(super) gate: Gate,
+    pub(super) challenges: Challenges,
+    pub(super) trusted_proxies: Vec<IpNet>,
     metrics: Arc<Metrics>,
 }
 
 /// What a request learned along the way, for its log line and metrics.
 #[derive(Default)]
-struct LogFields<'a> {
-    route: Option<&'a str>,
+pub(super) struct LogFields<'a> {
+    pub(super) route: Option<&'a str>,
     upstream_ms: Option<u64>,
 }
 
 impl Proxy {
-    pub fn new(config: &Config, gate: Gate, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        config: &Config,
+        gate: Gate,
+        kept: Arc<dyn KeptStore>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
+            challenges: Challenges::new(config, kept, metrics.clone()),
             routes: RouteTable::new(config.routes.clone()),
             path_rules: config.paths,
             upstream: Upstream::new(
@@ -176,6 +185,12 @@ impl Proxy {
             Ok(target) => target,
             Err(reason) => return refused_closing(&Refusal::BadRequest(reason.into())),
         };
+        if path.path.starts_with(RESERVED_PREFIX) {
+            let reserved = path.path.to_string();
+            return self
+                .reserved(req, &reserved, conn, authority.as_ref(), log)
+                .await;
+        }
         let route = self
             .routes
             .find(authority.as_ref().map(Authority::host), &path, &methods);
@@ -194,14 +209,26 @@ impl Proxy {
         // The client's hop-by-hop headers go before gatekeeper adds its own.
         strip_hop_by_hop(req.headers_mut());
 
-        let mut req = match route {
+        let req = match route {
             Some(route) => {
                 let client = client_addr(conn.peer.ip(), req.headers(), &self.trusted_proxies);
                 // Boxed: the gate's state is large, and unboxed it would make every
                 // request's future (moved into place per request) as large.
                 match Box::pin(self.gate.admit(route, req, client)).await {
                     Decision::Admitted(admitted) => admitted.map(Either::Right),
-                    Decision::Refused { refusal, audience } => {
+                    Decision::Unproven {
+                        parts,
+                        body,
+                        refusal: _,
+                        audience: _,
+                    } if route.challenge && is_navigation(&parts.headers) => {
+                        let https = conn.scheme == "https";
+                        return self.challenges.keep(route, parts, body, https).await;
+                    }
+                    Decision::Refused { refusal, audience }
+                    | Decision::Unproven {
+                        refusal, audience, ..
+                    } => {
                         let redirect = route.reject_redirect.as_deref();
                         return refusal.to_response(audience, redirect).map(Either::Right);
                     }
@@ -209,8 +236,22 @@ impl Proxy {
             }
             None => req.map(super::body::streamed),
         };
+        self.forward(req, conn, authority.as_ref(), upgrade, route, log)
+            .await
+    }
 
-        self.rewrite_request_headers(&mut req, conn, authority.as_ref(), upgrade.is_some());
+    /// Sends a request on, as any forwarded request is (X-Forwarded-*, an
+    /// upgrade only if both sides agree), and streams the answer back.
+    pub(super) async fn forward<'s>(
+        &'s self,
+        mut req: Request<ProxyBody>,
+        conn: &ConnInfo,
+        authority: Option<&Authority>,
+        upgrade: Option<websocket::Pending>,
+        route: Option<&'s Route>,
+        log: &mut LogFields<'s>,
+    ) -> Response<ProxyBody> {
+        self.rewrite_request_headers(&mut req, conn, authority, upgrade.is_some());
         let upstream_started = Instant::now();
         let result = self.upstream.send(req).await;
         let upstream_time = upstream_started.elapsed();

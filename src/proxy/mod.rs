@@ -7,6 +7,7 @@
 //! for a real WebSocket handshake on both sides.
 
 pub mod body;
+mod challenge;
 pub mod handler;
 pub mod headers;
 pub mod response;
@@ -16,4 +17,5 @@ pub mod upstream;
 pub mod websocket;
 
 pub use body::ProxyBody;
+pub use challenge::Challenges;
 pub use handler::{ConnInfo, Proxy};

@@ -29,6 +29,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{Semaphore, watch};
 use tracing::{error, info, warn};
 
+use crate::challenge::KeptStore;
 use crate::config::{Config, ReplayStoreKind};
 use crate::gate::Gate;
 use crate::gate::admission::Admission;
@@ -61,6 +62,8 @@ pub struct Shared {
     pub store: Arc<dyn ReplayStore>,
     /// This instance's memory store (the store itself, or Redis's fallback).
     pub local_store: Arc<MemoryStore>,
+    /// Kept requests outlive a reload, as the replay store does.
+    pub kept: Arc<dyn KeptStore>,
     /// The live connection pools, for a reload to take over.
     pub pools: Arc<Reuse>,
     /// The body budget and per-address counts; a reload changes only their limits.
@@ -133,7 +136,8 @@ fn generation(config: Config, shared: &Shared) -> Result<Generation, StartError>
     };
     let proxy = shared.pools.scope(|| {
         let gate = Gate::new(&config, shared.store.clone(), shared.metrics.clone());
-        Arc::new(Proxy::new(&config, gate, shared.metrics.clone()))
+        let kept = shared.kept.clone();
+        Arc::new(Proxy::new(&config, gate, kept, shared.metrics.clone()))
     });
     Ok(Generation {
         config: Arc::new(config),
@@ -146,6 +150,8 @@ fn generation(config: Config, shared: &Shared) -> Result<Generation, StartError>
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let metrics = Arc::new(Metrics::new());
     let (store, local_store) = build_store(&config, &metrics)?;
+    let kept = crate::challenge::store_for(&config.challenge, &config.replay)
+        .map_err(|e| StartError::Store(format!("kept-request store: {e}")))?;
     let admission = Arc::new(Admission::new(
         &config.limits,
         metrics.buffered_body_bytes.clone(),
@@ -154,6 +160,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         metrics,
         store,
         local_store,
+        kept,
         pools: Arc::new(Reuse::default()),
         admission,
         ready: AtomicBool::new(false),
@@ -262,6 +269,13 @@ impl RunningServer {
             || config.replay.key_prefix != old.replay.key_prefix
         {
             warn!("[replay] changes take effect at the next restart");
+        }
+        let (new, was) = (&config.challenge, &old.challenge);
+        if new.ttl != was.ttl
+            || new.max_entries != was.max_entries
+            || new.max_bytes != was.max_bytes
+        {
+            warn!("[challenge] ttl, max_entries and max_bytes take effect at the next restart");
         }
         if config.limits.max_connections != old.limits.max_connections {
             warn!("limits.max_connections takes effect at the next restart");

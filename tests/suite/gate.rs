@@ -351,10 +351,12 @@ async fn fifty_concurrent_submissions_of_one_proof_forward_exactly_one() {
 async fn browsers_get_a_page_or_a_redirect_instead_of_json() {
     let env = Env::start(ROUTES).await;
     let c = env.client(false);
+    // A partial proof: one with no field at all gets the challenge page
+    // instead (`challenge::`).
     let html = Request::post(env.https_url("/login"))
         .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(Full::new(Bytes::from("user=a")))
+        .body(Full::new(Bytes::from("user=a&lot_number=")))
         .unwrap();
     let answer = c.send(html).await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN);
@@ -369,7 +371,7 @@ async fn browsers_get_a_page_or_a_redirect_instead_of_json() {
     let form = Request::post(env.https_url("/form"))
         .header("accept", "text/html")
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(Full::new(Bytes::from("user=a")))
+        .body(Full::new(Bytes::from("user=a&lot_number=")))
         .unwrap();
     let answer = c.send(form).await;
     assert_eq!(answer.status, StatusCode::SEE_OTHER);

@@ -6,6 +6,7 @@
 mod common;
 
 mod canonical;
+mod challenge;
 mod cli;
 mod config;
 mod demo;

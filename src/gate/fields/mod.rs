@@ -48,6 +48,10 @@ pub enum FieldError {
     /// → 403 `captcha_required`: the required fields that are absent.
     #[error("missing {}", .0.join(", "))]
     Missing(Vec<&'static str>),
+    /// None of the five fields at all: the request carries no proof. Answered
+    /// as `Missing` is, unless the request is kept for the challenge page.
+    #[error("no captcha fields")]
+    NoneGiven,
     /// → 400 `captcha_malformed`. A client-safe reason that never holds a value.
     #[error("{0}")]
     Malformed(String),
@@ -236,6 +240,9 @@ impl Found {
     }
 
     fn into_proof(self) -> Result<(Proof, Option<String>), FieldError> {
+        if self.values.iter().all(Option::is_none) {
+            return Err(FieldError::NoneGiven);
+        }
         let [lot_number, captcha_output, pass_token, gen_time, captcha_id] = self.values;
         let missing: Vec<&'static str> = [&lot_number, &captcha_output, &pass_token, &gen_time]
             .iter()

@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 /// What the upstream application received.
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    pub method: http::Method,
     pub uri: String,
     pub version: http::Version,
     pub headers: HeaderMap,
@@ -173,11 +174,22 @@ async fn upstream_handle(
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     rec.lock().unwrap().push(Recorded {
+        method: parts.method,
         uri: parts.uri.to_string(),
         version: parts.version,
         headers: parts.headers,
         body,
     });
+    if path.starts_with("/redirect/") {
+        // An application's answer to a form post: a redirect setting a session.
+        let resp = Response::builder()
+            .status(StatusCode::SEE_OTHER)
+            .header("location", "/done?from=app")
+            .header("set-cookie", "session=app; Path=/; HttpOnly")
+            .body(Full::new(Bytes::from("see other")))
+            .unwrap();
+        return Ok(resp);
+    }
     let resp = Response::builder()
         .header("connection", "x-upstream-private")
         .header("x-upstream-private", "hop")
