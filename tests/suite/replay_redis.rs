@@ -282,6 +282,16 @@ async fn load(c: &Arc<HttpClient>, f: &Arc<Fleet>, requests: usize, concurrency:
 /// wait this guards against is ~150 ms per command.
 const P99_FLOOR: Duration = Duration::from_millis(10);
 
+/// Whether an outage's p99 shows no request waiting on the dead Redis: at
+/// most twice the p99 with Redis up, or that plus 60 ms of scheduling noise
+/// on a shared machine (one run in 20 saw 24 ms before and 49 ms during,
+/// under a parallel build). A wait on Redis costs ~150 ms (reconnect) to
+/// 300 ms (the timeout), beyond either bound.
+fn no_wait_on_redis(before: Duration, during: Duration) -> bool {
+    let before = before.max(P99_FLOOR);
+    during <= (2 * before).max(before + Duration::from_millis(60))
+}
+
 fn key_of(prefix: &str, p: &ProofFields) -> String {
     format!("{prefix}lot:{}", p.lot_number)
 }
@@ -336,7 +346,7 @@ async fn a_redis_outage_under_gated_load_keeps_latency_forwards_each_proof_once_
         during.p99()
     );
     assert!(
-        during.p99() <= 2 * before.p99().max(P99_FLOOR),
+        no_wait_on_redis(before.p99(), during.p99()),
         "p99 before {:?}, during the outage {:?}",
         before.p99(),
         during.p99()
@@ -400,7 +410,7 @@ async fn a_redis_outage_with_deny_is_answered_503_at_once_and_redis_back_passes_
         during.p99()
     );
     assert!(
-        during.p99() <= 2 * before.p99().max(P99_FLOOR),
+        no_wait_on_redis(before.p99(), during.p99()),
         "p99 of passes before {:?}, of 503s during the outage {:?}",
         before.p99(),
         during.p99()
