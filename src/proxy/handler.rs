@@ -4,9 +4,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{HOST, HeaderValue};
+use http::header::{HOST, HeaderValue, USER_AGENT};
 use http::uri::Authority;
 use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
 use http_body_util::Either;
 use hyper::body::Incoming;
 use ipnet::IpNet;
@@ -109,8 +110,12 @@ impl Proxy {
         let span = info_span!("request", id = %request_id.to_str().unwrap_or("-"));
         async move {
             let method = req.method().clone();
-            // For the log line; a Uri clone shares the request's bytes.
+            // For the log line; a Uri and header values clone by reference count.
             let uri = req.uri().clone();
+            let version = req.version();
+            let host = req.headers().get(HOST).cloned();
+            let user_agent = req.headers().get(USER_AGENT).cloned();
+            let bytes_in = req.body().size_hint().exact();
             let mut log = LogFields::default();
             let resp = match framing::judge(&mut req) {
                 Ok(()) => self.route_and_forward(req, &conn, &mut log).await,
@@ -128,14 +133,25 @@ impl Proxy {
             let status = resp.status().as_u16();
             self.metrics.request(log.route, &method, status);
             // The query is never logged: GeeTest's own demos put the proof there.
+            // Header values that are not visible ASCII are logged as "-".
+            fn text(v: &Option<HeaderValue>) -> &str {
+                v.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-")
+            }
             info!(
+                request_id = request_id.to_str().unwrap_or("-"),
                 method = %method,
+                host = text(&host),
                 path = %uri.path(),
+                version = ?version,
                 status,
                 route = log.route.unwrap_or("-"),
+                // Exact lengths: declared or fixed; absent for a streamed body.
+                bytes_in,
+                bytes_out = resp.body().size_hint().exact(),
                 upstream_ms = log.upstream_ms,
                 total_ms = started.elapsed().as_millis() as u64,
                 peer = %conn.peer.ip(),
+                user_agent = text(&user_agent),
                 "request"
             );
             resp

@@ -252,7 +252,9 @@ impl RunningServer {
         match &result {
             Ok(()) => info!(hash = %self.live.load().config.hash, "configuration reloaded"),
             Err(e) => {
-                error!("configuration reload failed, keeping the running configuration:\n{e}")
+                // One line, whatever the format: each problem is "; "-separated.
+                let errors = e.trim_end().replace('\n', "; ");
+                error!(%errors, "configuration reload failed, keeping the running configuration")
             }
         }
         result

@@ -714,3 +714,62 @@ async fn gatekeeper_health_asks_the_admin_listener() {
     assert_eq!(code, Some(1), "{said}");
     assert!(said.starts_with("gatekeeper health:"), "{said}");
 }
+
+/// Issue 20: in JSON, each line is one object, the request line carries its
+/// id, host, user agent, HTTP version, lengths and status at the top level,
+/// and a failed reload's problems are a field, not a multi-line message.
+#[tokio::test]
+async fn json_logs_carry_the_request_at_the_top_level_one_object_per_line() {
+    let upstream = Upstream::start().await;
+    let sim = Sim::start().await;
+    let certs = TestCerts::new();
+    let port = free_port();
+    let path = certs.dir.path().join("gatekeeper.toml");
+    let text = managed_text(&certs, &upstream, &sim, port, "");
+    std::fs::write(&path, &text).unwrap();
+    let process = Process::spawn_with_args(&path, port, &["--log-format", "json"], &[]);
+    let client = plain();
+    let req = http::Request::post(format!("http://127.0.0.1:{port}/open"))
+        .header("user-agent", "probe/1.0")
+        .header("x-request-id", "ignored-from-an-untrusted-peer")
+        .body(Full::new(Bytes::from_static(b"hello")))
+        .unwrap();
+    assert_eq!(client.request(req).await.unwrap().status(), StatusCode::OK);
+    std::fs::write(&path, text + "bogus = 1\n").unwrap();
+    signal(process.pid(), "-HUP");
+    wait_for_log(&process.log_path, "configuration reload failed").await;
+    let (_, log_path) = process.terminate_keep_logs();
+    let logs = std::fs::read_to_string(log_path).unwrap();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object ({e}): {l}"))
+        })
+        .collect();
+    let request = lines
+        .iter()
+        .find(|l| l["message"] == "request" && l["path"] == "/open")
+        .unwrap_or_else(|| panic!("no request line:\n{logs}"));
+    assert_eq!(request["method"], "POST", "{request}");
+    assert_eq!(request["host"], format!("127.0.0.1:{port}"), "{request}");
+    assert_eq!(request["user_agent"], "probe/1.0", "{request}");
+    assert_eq!(request["version"], "HTTP/1.1", "{request}");
+    assert_eq!(request["status"], 200, "{request}");
+    assert_eq!(request["bytes_in"], 5, "{request}");
+    let id = request["request_id"].as_str().unwrap_or_default();
+    assert!(
+        id.len() >= 16 && id != "ignored-from-an-untrusted-peer",
+        "{request}"
+    );
+    let reload = lines
+        .iter()
+        .find(|l| l["message"] == "configuration reload failed, keeping the running configuration")
+        .unwrap_or_else(|| panic!("no reload line:\n{logs}"));
+    assert!(
+        reload["errors"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unknown key \"bogus\""),
+        "{reload}"
+    );
+}
