@@ -8,6 +8,7 @@
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `gatekeeper_requests_total` | counter | route, method, status |
+//! | `gatekeeper_request_duration_seconds` | histogram | route |
 //! | `gatekeeper_gate_decisions_total` | counter | route, outcome |
 //! | `gatekeeper_validate_duration_seconds` | histogram | |
 //! | `gatekeeper_validate_failures_total` | counter | kind |
@@ -48,6 +49,17 @@ pub struct RequestLabels {
     pub route: Cow<'static, str>,
     pub method: &'static str,
     pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// Borrowed for ungated requests ("-").
+    pub route: Cow<'static, str>,
+}
+
+/// Builds each route's latency histogram: 1 ms to ~16 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -92,6 +104,7 @@ pub struct BuildLabels {
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
+    pub request_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub decisions: Family<DecisionLabels, Counter>,
     pub validate_seconds: Histogram,
     pub validate_failures: Family<KindLabels, Counter>,
@@ -129,14 +142,13 @@ impl Metrics {
         let mut root = Registry::default();
         root.register_collector(Box::new(process::ProcessCollector));
         let registry = root.sub_registry_with_prefix("gatekeeper");
-        // 1 ms to ~16 s.
-        let latency = || Histogram::new(exponential_buckets(0.001, 2.0, 15));
         let m = Self {
             requests: Family::default(),
+            request_seconds: Family::new_with_constructor(latency_histogram),
             decisions: Family::default(),
-            validate_seconds: latency(),
+            validate_seconds: latency_histogram(),
             validate_failures: Family::default(),
-            upstream_seconds: latency(),
+            upstream_seconds: latency_histogram(),
             upstream_errors: Family::default(),
             replay_entries: Gauge::default(),
             replay_store_errors: Counter::default(),
@@ -173,6 +185,11 @@ impl Metrics {
             "requests",
             "Requests answered, by route (\"-\" when ungated), method and status",
             m.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from a request's head to its answer's head, by route (\"-\" when ungated)",
+            m.request_seconds.clone(),
         );
         registry.register(
             "gate_decisions",
@@ -268,9 +285,15 @@ impl Metrics {
         out
     }
 
-    pub fn request(&self, route: Option<&str>, method: &Method, status: u16) {
+    pub fn request(&self, route: Option<&str>, method: &Method, status: u16, took: Duration) {
+        let route = route.map_or(Cow::Borrowed("-"), |r| Cow::Owned(r.to_owned()));
+        self.request_seconds
+            .get_or_create(&RouteLabels {
+                route: route.clone(),
+            })
+            .observe(took.as_secs_f64());
         let labels = RequestLabels {
-            route: route.map_or(Cow::Borrowed("-"), |r| Cow::Owned(r.to_owned())),
+            route,
             method: method_label(method),
             status,
         };
@@ -335,7 +358,12 @@ mod tests {
     #[test]
     fn every_documented_metric_is_exposed_and_methods_are_bounded() {
         let m = Metrics::new();
-        m.request(None, &Method::from_bytes(b"BREW").expect("method"), 200);
+        m.request(
+            None,
+            &Method::from_bytes(b"BREW").expect("method"),
+            200,
+            Duration::from_millis(3),
+        );
         m.decision("/login", "pass");
         // Families appear once they have a sample.
         m.validate_failures
@@ -396,6 +424,11 @@ mod tests {
         );
         assert!(
             text.contains(r#"gatekeeper_gate_decisions_total{route="/login",outcome="pass"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"gatekeeper_request_duration_seconds_bucket{le="0.004",route="-"} 1"#)
+                || text.contains(r#"gatekeeper_request_duration_seconds_bucket{route="-",le="0.004"} 1"#),
             "{text}"
         );
         for name in [

@@ -131,7 +131,8 @@ impl Proxy {
                 resp
             };
             let status = resp.status().as_u16();
-            self.metrics.request(log.route, &method, status);
+            let took = started.elapsed();
+            self.metrics.request(log.route, &method, status, took);
             // The query is never logged: GeeTest's own demos put the proof there.
             // Header values that are not visible ASCII are logged as "-".
             fn text(v: &Option<HeaderValue>) -> &str {
@@ -149,7 +150,7 @@ impl Proxy {
                 bytes_in,
                 bytes_out = resp.body().size_hint().exact(),
                 upstream_ms = log.upstream_ms,
-                total_ms = started.elapsed().as_millis() as u64,
+                total_ms = took.as_millis() as u64,
                 peer = %conn.peer.ip(),
                 user_agent = text(&user_agent),
                 "request"
