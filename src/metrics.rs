@@ -428,7 +428,9 @@ mod tests {
         );
         assert!(
             text.contains(r#"gatekeeper_request_duration_seconds_bucket{le="0.004",route="-"} 1"#)
-                || text.contains(r#"gatekeeper_request_duration_seconds_bucket{route="-",le="0.004"} 1"#),
+                || text.contains(
+                    r#"gatekeeper_request_duration_seconds_bucket{route="-",le="0.004"} 1"#
+                ),
             "{text}"
         );
         for name in [

@@ -3,15 +3,21 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{TestCerts, Upstream, config_text, until_listening};
+use super::{TestCerts, Upstream, config_text};
 
-/// A free TCP port on 127.0.0.1 (bound then released; the race is harmless here).
+/// A free TCP port on 127.0.0.1 for a server a test starts later (a child
+/// process, or a config written before the bind). It is drawn at random
+/// below Linux's ephemeral range (32768-60999): a port the OS picked (what
+/// `bind(":0")` gives) may meanwhile become the source port of one of the
+/// thousands of client connections tests open, and the server's bind then
+/// fails (seen once in 20 suite runs). Checked free by binding it once.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let port = rand::random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// The `gatekeeper` binary running with a config file, its output captured.
@@ -39,8 +45,21 @@ impl Process {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("spawn gatekeeper");
-        until_listening(port, "gatekeeper");
+        let mut child = cmd.spawn().expect("spawn gatekeeper");
+        // Until it listens; if it exits first, fail at once with its log.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(exit)) = child.try_wait() {
+                let logs = std::fs::read_to_string(&log_path).unwrap_or_default();
+                panic!("gatekeeper exited ({exit}) before listening on {port}:\n{logs}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "gatekeeper did not start listening on {port}"
+            );
+            // The poll interval.
+            std::thread::sleep(Duration::from_millis(20));
+        }
         Self { child, log_path }
     }
 
