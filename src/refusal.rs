@@ -145,6 +145,25 @@ impl Refusal {
         }
     }
 
+    /// The refusal page's title, in a person's words.
+    fn heading(&self) -> &'static str {
+        use Refusal::*;
+        match self {
+            CaptchaRequired { .. }
+            | CaptchaFailed(_)
+            | CaptchaExpired(_)
+            | CaptchaReplayed(_)
+            | CaptchaRejected { .. }
+            | CaptchaMalformed(_) => "Verification needed",
+            _ if self.status().is_server_error()
+                || self.status() == StatusCode::TOO_MANY_REQUESTS =>
+            {
+                "Please try again in a moment"
+            }
+            _ => "This request could not be handled",
+        }
+    }
+
     /// What the refusal page tells a person to do.
     fn advice(&self) -> &'static str {
         use Refusal::*;
@@ -215,13 +234,23 @@ impl Refusal {
             return self.to_json();
         }
         let status = self.status();
+        // For a person: what to do, in words; the code in small print, as a
+        // reference. A proof's reason names internals (which fields were
+        // missing, GeeTest's error, a field's shape): it stays in the JSON
+        // and the logs. Other reasons (a busy store) are said as they are.
+        use Refusal::*;
+        let detail = match self {
+            CaptchaRequired { .. } | CaptchaRejected { .. } | CaptchaMalformed(_) => String::new(),
+            _ => format!(": {}", escape_html(&self.reason())),
+        };
         let body = format!(
-            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{status}</title></head>\n\
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title></head>\n\
              <body style=\"font:16px system-ui,sans-serif;max-width:40rem;margin:3rem auto;color:#223\">\
-             <h1>Verification needed</h1><p>{}</p><p style=\"color:#667\"><small>{}: {}</small></p></body></html>\n",
+             <h1>{}</h1><p>{}</p><p style=\"color:#667\"><small>Reference: {}{detail}</small></p></body></html>\n",
+            self.heading(),
+            self.heading(),
             self.advice(),
             self.code(),
-            escape_html(&self.reason())
         );
         self.with_retry_after(answer(status, "text/html; charset=utf-8", body))
     }
@@ -337,9 +366,27 @@ mod tests {
         assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(resp.headers()[RETRY_AFTER], "7");
         let page = String::from_utf8(body_bytes(resp).to_vec()).expect("a UTF-8 page");
-        assert!(page.contains("<small>captcha_throttled: too many refused"));
+        assert!(
+            page.contains("<h1>Please try again in a moment</h1>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("<small>Reference: captcha_throttled: too many refused"),
+            "{page}"
+        );
         let resp = Refusal::CaptchaFailed("<b>".into()).to_response(browser_form_post(), None);
         assert!(String::from_utf8_lossy(&body_bytes(resp)).contains("&lt;b&gt;"));
+        // The reason names internals: JSON and logs carry it, the page does not.
+        let resp = Refusal::CaptchaRequired {
+            missing: vec!["lot_number", "pass_token"],
+        }
+        .to_response(browser_form_post(), None);
+        let page = String::from_utf8_lossy(&body_bytes(resp)).into_owned();
+        assert!(page.contains("<h1>Verification needed</h1>"), "{page}");
+        assert!(
+            !page.contains("lot_number") && !page.contains("missing"),
+            "{page}"
+        );
     }
 
     #[test]
