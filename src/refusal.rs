@@ -145,22 +145,29 @@ impl Refusal {
         }
     }
 
+    /// Whether the proof (missing, wrong, old, used or malformed) is refused.
+    fn refuses_the_proof(&self) -> bool {
+        use Refusal::*;
+        matches!(
+            self,
+            CaptchaRequired { .. }
+                | CaptchaFailed(_)
+                | CaptchaExpired(_)
+                | CaptchaReplayed(_)
+                | CaptchaRejected { .. }
+                | CaptchaMalformed(_)
+        )
+    }
+
     /// The refusal page's title, in a person's words.
     fn heading(&self) -> &'static str {
-        use Refusal::*;
-        match self {
-            CaptchaRequired { .. }
-            | CaptchaFailed(_)
-            | CaptchaExpired(_)
-            | CaptchaReplayed(_)
-            | CaptchaRejected { .. }
-            | CaptchaMalformed(_) => "Verification needed",
-            _ if self.status().is_server_error()
-                || self.status() == StatusCode::TOO_MANY_REQUESTS =>
-            {
-                "Please try again in a moment"
-            }
-            _ => "This request could not be handled",
+        let status = self.status();
+        if self.refuses_the_proof() {
+            "Verification needed"
+        } else if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            "Please try again in a moment"
+        } else {
+            "This request could not be handled"
         }
     }
 
@@ -168,12 +175,7 @@ impl Refusal {
     fn advice(&self) -> &'static str {
         use Refusal::*;
         match self {
-            CaptchaRequired { .. }
-            | CaptchaFailed(_)
-            | CaptchaExpired(_)
-            | CaptchaReplayed(_)
-            | CaptchaRejected { .. }
-            | CaptchaMalformed(_) => {
+            _ if self.refuses_the_proof() => {
                 "Please go back, complete the captcha again and resubmit the form."
             }
             CaptchaUnavailable(_) => {

@@ -22,6 +22,8 @@ use sha2::{Digest, Sha256};
 
 use super::{ChallengeId, ID_FIELD, RELEASE_PATH, SCRIPT_PATH};
 use crate::config::ChallengeConfig;
+use crate::gate::fields::CAPTCHA_FIELDS;
+use crate::refusal::escape_html;
 
 /// The page's script, served at [`SCRIPT_PATH`].
 pub const SCRIPT: &str = include_str!("challenge.js");
@@ -195,26 +197,20 @@ impl Pages {
              <p id=\"gatekeeper-status\" role=\"status\" aria-live=\"polite\"></p>\n\
              <form id=\"gatekeeper-release\" method=\"post\" action=\"{RELEASE_PATH}\">\n\
              <input type=\"hidden\" name=\"{ID_FIELD}\" value=\"{id}\">\n",
-            escape(captcha_id),
+            escape_html(captcha_id),
             t.widget,
-            escape(t.sending),
-            escape(t.unavailable),
+            escape_html(t.sending),
+            escape_html(t.unavailable),
         );
-        for field in [
-            "lot_number",
-            "captcha_output",
-            "pass_token",
-            "gen_time",
-            "captcha_id",
-        ] {
+        for field in CAPTCHA_FIELDS {
             widget.push_str(&format!(
                 "<input type=\"hidden\" name=\"{field}\" value=\"\">\n"
             ));
         }
         widget.push_str(&format!(
             "</form>\n<noscript><p>{}</p></noscript>\n<script src=\"{}\"></script>\n<script src=\"{SCRIPT_PATH}\"></script>",
-            escape(t.noscript),
-            escape(&self.widget_url),
+            escape_html(t.noscript),
+            escape_html(&self.widget_url),
         ));
         let message = if retry { t.retry } else { t.challenge };
         self.render(t, t.title, message, &widget)
@@ -227,12 +223,16 @@ impl Pages {
         let back = back
             .filter(|b| b.starts_with('/') && !b.starts_with("//") && !b.starts_with("/\\"))
             .unwrap_or("/");
-        let widget = format!("<p><a href=\"{}\">{}</a></p>", escape(back), escape(t.back));
+        let widget = format!(
+            "<p><a href=\"{}\">{}</a></p>",
+            escape_html(back),
+            escape_html(t.back)
+        );
         self.render(t, t.expired_title, t.expired, &widget)
     }
 
     fn render(&self, t: &Text, title: &str, message: &str, widget: &str) -> Page {
-        let (lang, title, message) = (escape(t.tag), escape(title), escape(message));
+        let (lang, title, message) = (escape_html(t.tag), escape_html(title), escape_html(message));
         let mut html = String::with_capacity(self.template.len() + widget.len() + 512);
         let mut rest = &*self.template;
         while let Some(start) = rest.find("{{") {
@@ -281,21 +281,6 @@ fn origin_of(uri: &Uri) -> Option<String> {
         Some(port) => format!("{scheme}://{host}:{port}"),
         None => format!("{scheme}://{host}"),
     })
-}
-
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
