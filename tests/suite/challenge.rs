@@ -498,21 +498,14 @@ async fn gatekeepers_own_paths_are_never_forwarded() {
 #[tokio::test]
 async fn a_request_kept_by_one_instance_is_released_by_another_through_redis() {
     let redis = RedisServer::start();
-    let certs = TestCerts::new();
-    let upstream = Upstream::start().await;
-    let sim = Sim::start().await;
-    let prefix = format!("gk-challenge-{}:", free_port());
-    let extra = format!(
-        "[replay]\nstore = \"{}\"\nkey_prefix = \"{prefix}\"\n\n{ROUTES}",
-        redis.url()
-    );
-    let text = config_text(&certs, upstream.addr, &sim.url(), &extra);
-    let a = gatekeeper::server::start(parse_config(&text, certs.dir.path()))
-        .await
-        .unwrap();
-    let b = gatekeeper::server::start(parse_config(&text, certs.dir.path()))
-        .await
-        .unwrap();
+    let Fleet {
+        prefix,
+        certs,
+        upstream,
+        sim,
+        a,
+        b,
+    } = Fleet::start(&redis, "", ROUTES).await;
     let client = TestClient::new(&certs, false);
     let on = |server: &gatekeeper::server::RunningServer, path: &str| {
         format!(

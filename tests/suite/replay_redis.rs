@@ -6,42 +6,11 @@ use std::time::Duration;
 use crate::common::*;
 use http::StatusCode;
 
-/// Two gatekeepers (A and B) in front of one upstream, sharing `redis`.
-struct Fleet {
-    /// This fleet's Redis key prefix, so a shared Redis can hold others.
-    prefix: String,
-    certs: TestCerts,
-    upstream: Upstream,
-    sim: Sim,
-    a: gatekeeper::server::RunningServer,
-    b: gatekeeper::server::RunningServer,
-}
-
+/// The fleet these tests use: one gated route, `on_store_error` as given,
+/// and a replay timeout short enough for outage tests.
 async fn fleet(redis: &RedisServer, on_store_error: &str) -> Fleet {
-    let certs = TestCerts::new();
-    let upstream = Upstream::start().await;
-    let sim = Sim::start().await;
-    // A prefix per fleet keeps tests sharing one Redis apart.
-    let prefix = format!("gk-test-{}:", free_port());
-    let extra = format!(
-        "[replay]\nstore = \"{}\"\nkey_prefix = \"{prefix}\"\non_store_error = \"{on_store_error}\"\ntimeout = \"300ms\"\n\n[[route]]\npath = \"/login\"\n",
-        redis.url()
-    );
-    let text = config_text(&certs, upstream.addr, &sim.url(), &extra);
-    let a = gatekeeper::server::start(parse_config(&text, certs.dir.path()))
-        .await
-        .unwrap();
-    let b = gatekeeper::server::start(parse_config(&text, certs.dir.path()))
-        .await
-        .unwrap();
-    Fleet {
-        prefix,
-        certs,
-        upstream,
-        sim,
-        a,
-        b,
-    }
+    let replay = format!("on_store_error = \"{on_store_error}\"\ntimeout = \"300ms\"\n");
+    Fleet::start(redis, &replay, "[[route]]\npath = \"/login\"\n").await
 }
 
 fn client() -> Arc<

@@ -1,6 +1,6 @@
 //! A Redis for a test, its own or the one `GATEKEEPER_TEST_REDIS` names.
 
-use super::{free_port, until_listening};
+use super::{Sim, TestCerts, Upstream, config_text, free_port, parse_config, until_listening};
 
 /// A Redis for a test: `GATEKEEPER_TEST_REDIS` (a URL) when set, else a
 /// `redis-server` of the test's own on a free port. Tests that stop and start
@@ -95,5 +95,47 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Two gatekeepers (A and B) in process, in front of one upstream and one
+/// simulator, sharing `redis` as their replay store (and kept-request store).
+pub struct Fleet {
+    /// This fleet's Redis key prefix, so a shared Redis can hold others.
+    pub prefix: String,
+    pub certs: TestCerts,
+    pub upstream: Upstream,
+    pub sim: Sim,
+    pub a: gatekeeper::server::RunningServer,
+    pub b: gatekeeper::server::RunningServer,
+}
+
+impl Fleet {
+    /// `replay`: extra lines for `[replay]`; `routes`: the rest of the file.
+    pub async fn start(redis: &RedisServer, replay: &str, routes: &str) -> Self {
+        let certs = TestCerts::new();
+        let upstream = Upstream::start().await;
+        let sim = Sim::start().await;
+        // A prefix per fleet keeps tests sharing one Redis apart.
+        let prefix = format!("gk-test-{}:", free_port());
+        let extra = format!(
+            "[replay]\nstore = \"{}\"\nkey_prefix = \"{prefix}\"\n{replay}\n{routes}",
+            redis.url()
+        );
+        let text = config_text(&certs, upstream.addr, &sim.url(), &extra);
+        let a = gatekeeper::server::start(parse_config(&text, certs.dir.path()))
+            .await
+            .unwrap();
+        let b = gatekeeper::server::start(parse_config(&text, certs.dir.path()))
+            .await
+            .unwrap();
+        Self {
+            prefix,
+            certs,
+            upstream,
+            sim,
+            a,
+            b,
+        }
     }
 }
