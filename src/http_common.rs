@@ -17,3 +17,16 @@ pub type HeldBody = Full<Bytes>;
 pub fn whole_body(bytes: impl Into<Bytes>) -> HeldBody {
     Full::new(bytes.into())
 }
+
+/// Frames a request whose whole body gatekeeper holds, and marks it passed
+/// with `verdict`: the body's exact length replaces any chunked framing, and
+/// a bodiless request without a Content-Length stays bodiless. Used for an
+/// admitted gated request and for a kept request when it is released.
+pub fn frame_passed(headers: &mut http::HeaderMap, body_len: usize, verdict: &'static str) {
+    use http::header::{CONTENT_LENGTH, HeaderValue, TRANSFER_ENCODING};
+    headers.remove(TRANSFER_ENCODING);
+    if body_len > 0 || headers.contains_key(CONTENT_LENGTH) {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(body_len));
+    }
+    headers.insert(X_GATEKEEPER_CAPTCHA, HeaderValue::from_static(verdict));
+}

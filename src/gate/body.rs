@@ -3,7 +3,7 @@
 //! is done with them.
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, HeaderValue, TRANSFER_ENCODING};
+use http::header::CONTENT_LENGTH;
 use http::request::Parts;
 use http::{Request, Uri};
 use http_body::Body;
@@ -12,7 +12,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::admission::{ConnAdmission, FREE_PER_BODY, Reservation};
 use super::{Admitted, Gate, Validate};
-use crate::http_common::{HeldBody, X_GATEKEEPER_CAPTCHA, whole_body};
+use crate::http_common::{HeldBody, frame_passed, whole_body};
 use crate::refusal::Refusal;
 
 impl<V: Validate> Gate<V> {
@@ -143,16 +143,7 @@ pub(super) fn forwardable(
             .or_else(|_| Uri::try_from(path.to_owned()))
             .unwrap_or_else(|_| Uri::from_static("/"));
     }
-    parts.headers.remove(TRANSFER_ENCODING);
-    if body.is_empty() && !parts.headers.contains_key(CONTENT_LENGTH) {
-        // A bodiless request (GET with the proof in the query) stays bodiless.
-    } else {
-        parts
-            .headers
-            .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-    }
-    parts
-        .headers
-        .insert(X_GATEKEEPER_CAPTCHA, HeaderValue::from_static(verdict));
+    // A bodiless request (GET with the proof in the query) stays bodiless.
+    frame_passed(&mut parts.headers, body.len(), verdict);
     Request::from_parts(parts, whole_body(holding(body, held)))
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{
     ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG, HeaderValue,
-    IF_NONE_MATCH, REFERER, SET_COOKIE, TRANSFER_ENCODING,
+    IF_NONE_MATCH, REFERER, SET_COOKIE,
 };
 use http::request::Parts;
 use http::uri::Authority;
@@ -28,7 +28,7 @@ use crate::challenge::{
 };
 use crate::config::{Config, Route};
 use crate::gate::Decision;
-use crate::http_common::{X_GATEKEEPER_CAPTCHA, whole_body};
+use crate::http_common::{frame_passed, whole_body};
 use crate::metrics::Metrics;
 use crate::normal_path::NormalPath;
 use crate::refusal::{Audience, Refusal};
@@ -248,17 +248,20 @@ impl Proxy {
         };
         challenges.update_size().await;
         challenges.metrics.challenge("passed");
-        let mut forwarded = Request::new(body::full(kept.body.clone()));
-        *forwarded.method_mut() = kept.method;
-        *forwarded.uri_mut() = Uri::from(kept.target);
-        *forwarded.headers_mut() = kept.headers;
+        let KeptRequest {
+            method,
+            target,
+            headers,
+            body: kept_body,
+        } = kept;
+        let body_len = kept_body.len();
+        let mut forwarded = Request::new(body::full(kept_body));
+        *forwarded.method_mut() = method;
+        *forwarded.uri_mut() = Uri::from(target);
+        *forwarded.headers_mut() = headers;
         let headers = forwarded.headers_mut();
         // The body is the one first sent, whole: its length is known.
-        headers.remove(TRANSFER_ENCODING);
-        if !kept.body.is_empty() || headers.contains_key(CONTENT_LENGTH) {
-            headers.insert(CONTENT_LENGTH, HeaderValue::from(kept.body.len()));
-        }
-        headers.insert(X_GATEKEEPER_CAPTCHA, HeaderValue::from_static("pass"));
+        frame_passed(headers, body_len, "pass");
         if let Some(request_id) = parts.headers.get(X_REQUEST_ID) {
             headers.insert(X_REQUEST_ID, request_id.clone());
         }
