@@ -30,3 +30,21 @@ pub fn frame_passed(headers: &mut http::HeaderMap, body_len: usize, verdict: &'s
     }
     headers.insert(X_GATEKEEPER_CAPTCHA, HeaderValue::from_static(verdict));
 }
+
+/// `scheme://host[:port]`, lowercase, without user info or path.
+pub fn origin_of(uri: &http::Uri) -> Option<String> {
+    let scheme = uri
+        .scheme_str()
+        .filter(|s| matches!(*s, "http" | "https"))?;
+    let host = uri.host()?.to_ascii_lowercase();
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'))
+    {
+        return None;
+    }
+    Some(match uri.port_u16() {
+        Some(port) => format!("{scheme}://{host}:{port}"),
+        None => format!("{scheme}://{host}"),
+    })
+}

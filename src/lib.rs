@@ -33,6 +33,7 @@ pub mod demo;
 pub mod gate;
 pub mod geetest;
 pub mod http_common;
+pub mod inject;
 pub mod logging;
 pub mod metrics;
 pub mod normal_path;

@@ -23,6 +23,7 @@
 //! | `gatekeeper_buffered_body_bytes` | gauge | |
 //! | `gatekeeper_challenges_total` | counter | outcome |
 //! | `gatekeeper_kept_requests` | gauge | |
+//! | `gatekeeper_injections_total` | counter | outcome |
 //! | `gatekeeper_kept_request_bytes` | gauge | |
 //! | `gatekeeper_connections_refused_total` | counter | kind |
 //! | `gatekeeper_build_info` | gauge (1) | version, commit |
@@ -122,6 +123,7 @@ pub struct Metrics {
     /// Challenge pages shown, proofs passed or refused on release, ids
     /// expired (or unbound), and keeps refused because the store was full.
     pub challenges: Family<OutcomeLabels, Counter>,
+    pub injections: Family<OutcomeLabels, Counter>,
     /// The kept-request store's size, set whenever it changes here.
     pub kept_requests: Gauge,
     pub kept_request_bytes: Gauge,
@@ -159,6 +161,7 @@ impl Metrics {
             buffered_body_bytes: Gauge::default(),
             connections_refused: Family::default(),
             challenges: Family::default(),
+            injections: Family::default(),
             kept_requests: Gauge::default(),
             kept_request_bytes: Gauge::default(),
             build_info: Family::default(),
@@ -262,6 +265,11 @@ impl Metrics {
             m.challenges.clone(),
         );
         registry.register(
+            "injections",
+            "Pages of the app rewritten by [[inject]], by outcome (injected; unmatched: no form matched; skipped: compressed or not text that can be rewritten; bailed_out: passed through from a tag too large)",
+            m.injections.clone(),
+        );
+        registry.register(
             "kept_requests",
             "Requests kept for their captcha",
             m.kept_requests.clone(),
@@ -302,6 +310,12 @@ impl Metrics {
 
     pub fn challenge(&self, outcome: &'static str) {
         self.challenges
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    pub fn injection(&self, outcome: &'static str) {
+        self.injections
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }

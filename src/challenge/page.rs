@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 use super::{ChallengeId, ID_FIELD, RELEASE_PATH, SCRIPT_PATH};
 use crate::config::ChallengeConfig;
 use crate::gate::fields::CAPTCHA_FIELDS;
+use crate::http_common::origin_of;
 use crate::refusal::escape_html;
 
 /// The page's script, served at [`SCRIPT_PATH`].
@@ -263,24 +264,6 @@ impl Pages {
             csp: self.csp.clone(),
         }
     }
-}
-
-/// `scheme://host[:port]`, lowercase, without user info or path.
-fn origin_of(uri: &Uri) -> Option<String> {
-    let scheme = uri
-        .scheme_str()
-        .filter(|s| matches!(*s, "http" | "https"))?;
-    let host = uri.host()?.to_ascii_lowercase();
-    if !host
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'))
-    {
-        return None;
-    }
-    Some(match uri.port_u16() {
-        Some(port) => format!("{scheme}://{host}:{port}"),
-        None => format!("{scheme}://{host}"),
-    })
 }
 
 #[cfg(test)]

@@ -113,6 +113,7 @@ impl Validator<'_, '_> {
         let routes = self.routes(&raw.route, &captchas, &raw.captcha, geetest.on_error);
         let throttle = self.throttle(raw.throttle.as_ref());
         let challenge = self.challenge(&raw.challenge, limits.max_body, &geetest.api_servers);
+        let injects = self.injects(&raw.inject, &captchas, &raw.captcha);
         Config {
             source: path.to_owned(),
             server,
@@ -126,6 +127,7 @@ impl Validator<'_, '_> {
             replay,
             throttle,
             challenge,
+            injects,
             hash: String::new(),
         }
     }

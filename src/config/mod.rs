@@ -12,6 +12,7 @@ mod bounds;
 mod challenge;
 mod diagnostic;
 mod external;
+mod inject;
 mod load;
 mod raw;
 mod routes;
@@ -57,6 +58,8 @@ pub struct Config {
     pub throttle: Option<ThrottleConfig>,
     /// The challenge page that keeps a browser's request (`[challenge]`).
     pub challenge: ChallengeConfig,
+    /// Forms of the app's own pages that get the widget (`[[inject]]`).
+    pub injects: Vec<InjectRule>,
     /// SHA-256 of the file's text (hex, first 16 characters): which config is loaded.
     pub hash: String,
 }
@@ -233,6 +236,24 @@ pub struct ChallengeConfig {
     pub widget_url: Uri,
     /// The page template's text, read at load (placeholders checked).
     pub template: Option<Arc<str>>,
+}
+
+/// `[[inject]]`: the app's pages at `route`'s path (any method: a form
+/// re-rendered after a failed post gets the widget too) have the widget put
+/// into the forms `form` selects. `route.captchas` holds the one credential
+/// the widget uses; `route.methods` is not used.
+#[derive(Debug, Clone)]
+pub struct InjectRule {
+    pub route: Route,
+    pub form: lol_html::Selector,
+    /// The selector as written, for logs.
+    pub form_text: String,
+}
+
+impl AsRef<Route> for InjectRule {
+    fn as_ref(&self) -> &Route {
+        &self.route
+    }
 }
 
 /// A token bucket per client address, charged by each refused proof.

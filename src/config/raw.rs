@@ -23,6 +23,7 @@ pub(super) const TOP: &[&str] = &[
     "throttle",
     "route",
     "challenge",
+    "inject",
 ];
 pub(super) const SERVER: &[&str] = &[
     "https",
@@ -68,6 +69,7 @@ pub(super) const REPLAY: &[&str] = &[
 ];
 pub(super) const CHALLENGE: &[&str] =
     &["ttl", "max_entries", "max_bytes", "widget_url", "template"];
+pub(super) const INJECT: &[&str] = &["path", "prefix", "host", "form", "captcha"];
 pub(super) const ROUTE: &[&str] = &[
     "challenge",
     "path",
@@ -101,6 +103,18 @@ pub(super) struct RawConfig {
     pub route: Vec<Spanned<RawRoute>>,
     #[serde(default)]
     pub challenge: RawChallenge,
+    #[serde(default)]
+    pub inject: Vec<Spanned<RawInject>>,
+}
+
+/// `[[inject]]`: the widget goes into a form of the app's own pages.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawInject {
+    pub path: OptSpanned<String>,
+    pub prefix: OptSpanned<String>,
+    pub host: OptSpanned<String>,
+    pub form: OptSpanned<String>,
+    pub captcha: OptSpanned<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

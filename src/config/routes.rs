@@ -88,7 +88,7 @@ impl Validator<'_, '_> {
     /// A host name or address without a port: routes match the request's
     /// host without its port, so a route host with one would never match and
     /// its path would go ungated.
-    fn route_host(&mut self, v: &Spanned<String>) -> Option<String> {
+    pub(super) fn route_host(&mut self, v: &Spanned<String>) -> Option<String> {
         match v.get_ref().parse::<http::uri::Authority>() {
             Ok(a) if a.port().is_none() && a.as_str() == a.host() => {
                 Some(a.host().to_ascii_lowercase())
@@ -113,7 +113,7 @@ impl Validator<'_, '_> {
 
     /// A route path must be in the normal form requests are routed in, or
     /// it could never match.
-    fn route_path(&mut self, v: &Spanned<String>) -> Option<String> {
+    pub(super) fn route_path(&mut self, v: &Spanned<String>) -> Option<String> {
         let written = v.get_ref();
         match NormalPath::new(written, PathRules::default()) {
             Ok(normal) if *normal.path == **written => Some(written.clone()),
@@ -161,7 +161,7 @@ impl Validator<'_, '_> {
     /// The route's credentials. A `[captcha.NAME]` section that is declared
     /// but broken has had its own error reported: naming it is no second
     /// error (the cause is reported once, not its follow-ons).
-    fn route_captchas(
+    pub(super) fn route_captchas(
         &mut self,
         raw: Option<&Spanned<CaptchaNames>>,
         captchas: &BTreeMap<String, Arc<Captcha>>,

@@ -135,6 +135,23 @@ impl Config {
                 on_error_name(r.on_error)
             );
         }
+        if !self.injects.is_empty() {
+            let _ = writeln!(
+                out,
+                "inject ({}): the widget goes into the app's forms",
+                self.injects.len()
+            );
+            for i in &self.injects {
+                let names: Vec<&str> = i.route.captchas.iter().map(|c| c.name.as_str()).collect();
+                let _ = writeln!(
+                    out,
+                    "  {} form {} captcha {}",
+                    i.route.origin,
+                    i.form_text,
+                    names.join(",")
+                );
+            }
+        }
         out.trim_end().to_owned()
     }
 }

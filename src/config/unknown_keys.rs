@@ -38,11 +38,16 @@ pub(super) fn report_unknown_keys(top: &DeTable<'_>, report: &mut Report<'_>) {
                 }
                 continue;
             }
-            "route" => {
-                if let DeValue::Array(routes) = value.get_ref() {
-                    for route in routes {
-                        if let DeValue::Table(t) = route.get_ref() {
-                            report_unknown_keys_in(t, raw::ROUTE, "[[route]]", report);
+            "route" | "inject" => {
+                let (known, section) = if key.get_ref() == "route" {
+                    (raw::ROUTE, "[[route]]")
+                } else {
+                    (raw::INJECT, "[[inject]]")
+                };
+                if let DeValue::Array(tables) = value.get_ref() {
+                    for table in tables {
+                        if let DeValue::Table(t) = table.get_ref() {
+                            report_unknown_keys_in(t, known, section, report);
                         }
                     }
                 }

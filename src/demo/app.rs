@@ -1,28 +1,42 @@
-//! The demo's "legacy app": three forms written as a real GeeTest integration
-//! is, and pages that show exactly what the app received, so gatekeeper's
-//! stripping is visible. It knows nothing of gatekeeper.
+//! The demo's "legacy app": plain HTML forms and pages that show exactly what
+//! the app received. It has no GeeTest code at all and knows nothing of
+//! gatekeeper, as the apps gatekeeper exists for. Its pages are served with
+//! a strict Content-Security-Policy (scripts and styles from its own origin
+//! only), as a careful app's are; gatekeeper amends it where it injects.
+//!
+//! - `/login`: a form gatekeeper puts the widget into (`[[inject]]`);
+//! - `/comment`: a multipart form with a file, kept by gatekeeper's
+//!   challenge while the person solves the captcha;
+//! - `/api`: the app's own script posts JSON to `/api/echo`: scripts get
+//!   gatekeeper's 403 `captcha_required` JSON, never a page.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue};
+use http::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
 use crate::gate::fields::CAPTCHA_FIELDS;
 use crate::refusal::escape_html;
-use crate::sim::{DEMO_CAPTCHA_ID, Simulator};
+use crate::sim::Simulator;
+
+/// What a careful app sends: nothing inline, nothing from elsewhere.
+const APP_CSP: &str = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'";
 
 pub async fn serve(listener: TcpListener, sim: Arc<Simulator>) -> std::io::Result<()> {
+    let posts = Arc::new(AtomicU64::new(0));
     loop {
         let (stream, _) = listener.accept().await?;
-        let sim = sim.clone();
+        let (sim, posts) = (sim.clone(), posts.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |req| handle(sim.clone(), req));
+            let service = service_fn(move |req| handle(sim.clone(), posts.clone(), req));
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
@@ -32,41 +46,47 @@ pub async fn serve(listener: TcpListener, sim: Arc<Simulator>) -> std::io::Resul
 
 async fn handle(
     sim: Arc<Simulator>,
+    posts: Arc<AtomicU64>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let path = req.uri().path().to_owned();
-    // GeeTest's widget would come from static.geetest.com; the stand-in is
-    // served from the page's own origin so HTTPS pages can load it.
-    if path == "/gt4.js" || path.starts_with("/_sim/") {
+    // The simulator's stand-in widget, also reachable through the app's
+    // origin (as `gatekeeper sim` serves it).
+    if matches!(path.as_str(), "/gt4.js" | "/gt4.css") || path.starts_with("/_sim/") {
         return crate::sim::handle(sim, req).await;
     }
     Ok(match (req.method().clone(), path.as_str()) {
-        (Method::GET, "/") => html(INDEX.to_owned()),
+        (Method::GET, "/") => html(page(
+            "Legacy app behind gatekeeper",
+            &INDEX.replace("POSTS", &posts.load(Ordering::Relaxed).to_string()),
+        )),
+        (Method::GET, "/app.css") => asset(STYLE, "text/css; charset=utf-8"),
+        (Method::GET, "/app.js") => asset(SCRIPT, "text/javascript; charset=utf-8"),
         // Browsers ask for it on every page; a 404 would be a console error.
         (Method::GET, "/favicon.ico") => {
             let mut resp = Response::new(Full::new(Bytes::new()));
             *resp.status_mut() = StatusCode::NO_CONTENT;
             resp
         }
-        (Method::GET, "/login") => html(page("Log in", LOGIN_FORM, Widget::Yes)),
-        (Method::GET, "/comment") => html(page("Leave a comment", COMMENT_FORM, Widget::Yes)),
-        (Method::GET, "/api") => html(page("Call the JSON API", API_FORM, Widget::Yes)),
+        (Method::GET, "/login") => html(page("Log in", LOGIN_FORM)),
+        (Method::GET, "/comment") => html(page("Leave a comment", COMMENT_FORM)),
+        (Method::GET, "/api") => html(page("Call the JSON API", API_FORM)),
         (Method::POST, "/login" | "/comment") => {
+            let seq = posts.fetch_add(1, Ordering::Relaxed) + 1;
             let received = Received::read(req).await;
             html(page(
                 "What the legacy app received",
-                &received.render(),
-                Widget::No,
+                &received.render(seq).await,
             ))
         }
         (Method::POST, "/api/echo") => {
+            posts.fetch_add(1, Ordering::Relaxed);
             let received = Received::read(req).await;
             let json = serde_json::json!({
                 "received": {
                     "method": received.method,
                     "target": received.target,
-                    "headers": received.headers,
-                    "body": received.body,
+                    "body": String::from_utf8_lossy(&received.body),
                     "captcha_fields_seen": received.captcha_fields(),
                 }
             });
@@ -79,7 +99,6 @@ async fn handle(
             let mut resp = html(page(
                 "Not found",
                 "<p>No such page. <a href=\"/\">Back</a></p>",
-                Widget::No,
             ));
             *resp.status_mut() = StatusCode::NOT_FOUND;
             resp
@@ -91,45 +110,84 @@ async fn handle(
 struct Received {
     method: String,
     target: String,
+    content_type: String,
     headers: Vec<(String, String)>,
-    body: String,
+    body: Bytes,
+}
+
+/// One part of a multipart body: a field's text, or a file's name, size and digest.
+enum Part {
+    Field(String, String),
+    File {
+        name: String,
+        file_name: String,
+        size: usize,
+        sha256: String,
+    },
 }
 
 impl Received {
     async fn read(req: Request<Incoming>) -> Self {
         let (parts, body) = req.into_parts();
-        let body = Limited::new(body, 8 * 1024 * 1024)
+        let body = Limited::new(body, 16 * 1024 * 1024)
             .collect()
             .await
             .map(|c| c.to_bytes())
             .unwrap_or_default();
+        let text = |v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
         Self {
             method: parts.method.to_string(),
             target: parts.uri.to_string(),
+            content_type: parts
+                .headers
+                .get(CONTENT_TYPE)
+                .map(text)
+                .unwrap_or_default(),
             headers: parts
                 .headers
                 .iter()
-                .map(|(k, v)| {
-                    (
-                        k.to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
+                .map(|(k, v)| (k.to_string(), text(v)))
                 .collect(),
-            body: String::from_utf8_lossy(&body).into_owned(),
+            body,
         }
+    }
+
+    /// The multipart body's parts, when it is one.
+    async fn parts(&self) -> Option<Vec<Part>> {
+        let boundary = multer::parse_boundary(&self.content_type).ok()?;
+        let body = self.body.clone();
+        let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(body) });
+        let mut multipart = multer::Multipart::new(stream, boundary);
+        let mut out = Vec::new();
+        while let Ok(Some(field)) = multipart.next_field().await {
+            let name = field.name().unwrap_or("").to_owned();
+            match field.file_name().map(str::to_owned) {
+                Some(file_name) => {
+                    let bytes = field.bytes().await.ok()?;
+                    out.push(Part::File {
+                        name,
+                        file_name,
+                        size: bytes.len(),
+                        sha256: hex::encode(Sha256::digest(&bytes)),
+                    });
+                }
+                None => out.push(Part::Field(name, field.text().await.ok()?)),
+            }
+        }
+        Some(out)
     }
 
     /// Captcha field names found anywhere in what the app received.
     fn captcha_fields(&self) -> Vec<&'static str> {
+        let body = String::from_utf8_lossy(&self.body);
         CAPTCHA_FIELDS
             .iter()
             .copied()
-            .filter(|f| self.body.contains(f) || self.target.contains(f))
+            .filter(|f| body.contains(f) || self.target.contains(f))
             .collect()
     }
 
-    fn render(&self) -> String {
+    async fn render(&self, seq: u64) -> String {
         let seen = self.captcha_fields();
         let verdict = if seen.is_empty() {
             "<p class=\"ok\" id=\"verdict\">No captcha field reached the app.</p>".to_owned()
@@ -138,6 +196,21 @@ impl Received {
                 "<p class=\"bad\" id=\"verdict\">Captcha fields reached the app: {}</p>",
                 seen.join(", ")
             )
+        };
+        let body = match self.parts().await {
+            Some(parts) => parts
+                .iter()
+                .map(|p| match p {
+                    Part::Field(name, value) => format!("{name}={value}\n"),
+                    Part::File {
+                        name,
+                        file_name,
+                        size,
+                        sha256,
+                    } => format!("{name}: file {file_name}, {size} bytes, sha256 {sha256}\n"),
+                })
+                .collect::<String>(),
+            None => String::from_utf8_lossy(&self.body).into_owned(),
         };
         let rows: String = self
             .headers
@@ -151,68 +224,63 @@ impl Received {
             })
             .collect();
         format!(
-            "{verdict}<h2>Request</h2><pre id=\"target\">{} {}</pre><h2>Headers</h2><table>{rows}</table>\
-             <h2>Body</h2><pre id=\"body\">{}</pre><p><a href=\"/\">Back</a></p>",
+            "{verdict}<p>Post number <span id=\"seq\">{seq}</span> this app has received.</p>\
+             <h2>Request</h2><pre id=\"target\">{} {}</pre><h2>Body</h2><pre id=\"body\">{}</pre>\
+             <h2>Headers</h2><table>{rows}</table><p><a href=\"/\">Back</a></p>",
             escape_html(&self.method),
             escape_html(&self.target),
-            escape_html(&self.body)
+            escape_html(body.trim_end())
         )
     }
 }
 
 fn html(body: String) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
-    resp.headers_mut().insert(
+    let headers = resp.headers_mut();
+    headers.insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
+    headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(APP_CSP));
     resp
 }
 
-/// Whether a page carries the captcha: only the forms do (the widget needs
-/// their `#captcha` container).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Widget {
-    Yes,
-    No,
+fn asset(text: &'static str, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
 }
 
-fn page(title: &str, content: &str, widget: Widget) -> String {
-    let (script, setup) = match widget {
-        Widget::Yes => (
-            "<!-- GeeTest's widget. For production: https://static.geetest.com/v4/gt4.js -->\n\
-             <script src=\"/gt4.js\"></script>\n",
-            WIDGET_SETUP,
-        ),
-        Widget::No => ("", ""),
-    };
+fn page(title: &str, content: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title}</title>\n{STYLE}\n\
-         {script}</head><body><h1>{title}</h1>\n{content}\n{setup}</body></html>\n"
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title}</title>\n\
+         <link rel=\"stylesheet\" href=\"/app.css\"></head><body><h1>{title}</h1>\n{content}\n</body></html>\n"
     )
-    .replace("CAPTCHA_ID", DEMO_CAPTCHA_ID)
 }
 
-const STYLE: &str = "<style>body{font:15px system-ui,sans-serif;max-width:46rem;margin:2rem auto;color:#223}\
-label{display:block;margin:.5rem 0}input[type=text],input[type=password],textarea{display:block;width:20rem}\
-#captcha{margin:1rem 0}table{border-collapse:collapse;width:100%;table-layout:fixed}\
-th,td{text-align:left;vertical-align:top;padding:2px 8px;border-bottom:1px solid #eee;font-size:13px;overflow-wrap:anywhere}th{width:13rem}\
-pre{background:#f4f6f8;padding:.6rem;white-space:pre-wrap;word-break:break-all}.ok{color:#17702e;font-weight:600}.bad{color:#b3261e;font-weight:600}</style>";
+const STYLE: &str = "body{font:15px system-ui,sans-serif;max-width:46rem;margin:2rem auto;color:#223}\n\
+label{display:block;margin:.5rem 0}input[type=text],input[type=password],textarea{display:block;width:20rem}\n\
+table{border-collapse:collapse;width:100%;table-layout:fixed}\n\
+th,td{text-align:left;vertical-align:top;padding:2px 8px;border-bottom:1px solid #eee;font-size:13px;overflow-wrap:anywhere}th{width:13rem}\n\
+pre{background:#f4f6f8;padding:.6rem;white-space:pre-wrap;word-break:break-all}.ok{color:#17702e;font-weight:600}.bad{color:#b3261e;font-weight:600}\n\
+.gatekeeper-captcha{margin:1rem 0}\n";
 
-const INDEX: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Legacy app</title></head>\
-<body style=\"font:15px system-ui,sans-serif;max-width:46rem;margin:2rem auto\"><h1>Legacy app behind gatekeeper</h1>\
-<p>This application knows nothing about captchas. gatekeeper checks the GeeTest proof on the protected routes and removes it before the app sees the request.</p>\
-<ul><li><a href=\"/login\">Log in</a> (form)</li><li><a href=\"/comment\">Leave a comment</a> (multipart, with a file)</li>\
-<li><a href=\"/api\">Call the JSON API</a></li></ul></body></html>\n";
+const INDEX: &str = "<p>This application knows nothing about captchas: its pages are plain HTML forms, and \
+no GeeTest code is in it. gatekeeper, in front of it, puts the captcha in front of the person.</p>\
+<ul><li><a href=\"/login\">Log in</a>: gatekeeper puts the widget into the app's own form as the page passes \
+(<code>[[inject]]</code>).</li>\
+<li><a href=\"/comment\">Leave a comment</a> (multipart, with a file): the form posts as it is; gatekeeper keeps \
+the request, shows its own challenge page, and sends the request on, byte for byte, once the captcha is solved.</li>\
+<li><a href=\"/api\">Call the JSON API</a>: a script is not a person; it gets gatekeeper's 403 \
+<code>captcha_required</code> JSON, never a page.</li></ul>\
+<p>Posts this app has received: <span id=\"posts\">POSTS</span>.</p>";
 
 const LOGIN_FORM: &str = concat!(
     "<form method=\"post\" action=\"/login\" id=\"form\">",
     "<label>User <input type=\"text\" name=\"user\" value=\"alice\"></label>",
-    "<label>Password <input type=\"password\" name=\"password\" value=\"correct horse\"></label>",
-    "<div id=\"captcha\"></div>",
-    "<input type=\"hidden\" name=\"lot_number\"><input type=\"hidden\" name=\"captcha_output\">",
-    "<input type=\"hidden\" name=\"pass_token\"><input type=\"hidden\" name=\"gen_time\"><input type=\"hidden\" name=\"captcha_id\">",
+    "<label>Password <input type=\"password\" name=\"password\" value=\"\"></label>",
     "<button type=\"submit\" id=\"submit\">Log in</button></form>"
 );
 
@@ -220,28 +288,23 @@ const COMMENT_FORM: &str = concat!(
     "<form method=\"post\" action=\"/comment\" enctype=\"multipart/form-data\" id=\"form\">",
     "<label>Comment <textarea name=\"comment\">Crème brûlée is underrated.</textarea></label>",
     "<label>Attachment <input type=\"file\" name=\"attachment\"></label>",
-    "<div id=\"captcha\"></div>",
-    "<input type=\"hidden\" name=\"lot_number\"><input type=\"hidden\" name=\"captcha_output\">",
-    "<input type=\"hidden\" name=\"pass_token\"><input type=\"hidden\" name=\"gen_time\"><input type=\"hidden\" name=\"captcha_id\">",
     "<button type=\"submit\" id=\"submit\">Post comment</button></form>"
 );
 
 const API_FORM: &str = concat!(
-    "<form id=\"form\" onsubmit=\"return false\">",
+    "<form id=\"form\">",
     "<label>Message <input type=\"text\" name=\"message\" value=\"hello from JSON\"></label>",
-    "<div id=\"captcha\"></div>",
-    "<input type=\"hidden\" name=\"lot_number\"><input type=\"hidden\" name=\"captcha_output\">",
-    "<input type=\"hidden\" name=\"pass_token\"><input type=\"hidden\" name=\"gen_time\"><input type=\"hidden\" name=\"captcha_id\">",
-    "<button type=\"button\" id=\"submit\" onclick=\"sendJson()\">Send JSON</button></form>",
+    "<button type=\"button\" id=\"submit\">Send JSON</button></form>",
     "<h2>Answer</h2><pre id=\"answer\"></pre>",
-    "<script>function sendJson(){var f=document.getElementById('form');var data={};",
-    "new FormData(f).forEach(function(v,k){data[k]=v;});",
-    "fetch('/api/echo',{method:'POST',headers:{'content-type':'application/json','accept':'application/json'},body:JSON.stringify(data)})",
-    ".then(function(r){return r.text().then(function(t){document.getElementById('answer').textContent=r.status+' '+t;});});}</script>"
+    "<script src=\"/app.js\"></script>"
 );
 
-/// As in GeeTest's own demos: on success, copy getValidate() into the form.
-const WIDGET_SETUP: &str = "<script>\ninitGeetest4({captchaId: \"CAPTCHA_ID\", product: \"float\"}, function (captcha) {\n  \
-captcha.appendTo(\"#captcha\");\n  captcha.onSuccess(function () {\n    var result = captcha.getValidate();\n    \
-Object.keys(result).forEach(function (name) {\n      var input = document.querySelector('#form input[name=\"' + name + '\"]');\n      \
-if (input) input.value = result[name];\n    });\n  });\n});\n</script>\n";
+/// The app's own script for `/api`: JSON from a script, as apps send it.
+const SCRIPT: &str = "document.getElementById('submit').addEventListener('click', function () {\n\
+  var data = {};\n\
+  new FormData(document.getElementById('form')).forEach(function (v, k) { data[k] = v; });\n\
+  fetch('/api/echo', {method: 'POST', headers: {'content-type': 'application/json', 'accept': 'application/json'},\n\
+    body: JSON.stringify(data)})\n\
+    .then(function (r) { return r.text().then(function (t) {\n\
+      document.getElementById('answer').textContent = r.status + ' ' + t; }); });\n\
+});\n";

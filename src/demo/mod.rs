@@ -2,9 +2,10 @@
 //!
 //! One process starts the GeeTest simulator, a small "legacy app" that shows
 //! exactly what it receives, and gatekeeper in front of it on HTTPS (with a
-//! certificate made at start) and cleartext. The app's pages are written as a
-//! real GeeTest integration is; only the widget's script URL and the captcha
-//! id would change for production.
+//! certificate made at start) and cleartext. The app is plain HTML with no
+//! GeeTest code: gatekeeper injects the widget into its login form and keeps
+//! its comment post behind a challenge page. For production only the API
+//! server, the widget's script URL and the credential change.
 
 mod app;
 
@@ -62,10 +63,14 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         "gatekeeper         {https}   (self-signed certificate: accept the browser's warning)"
     );
     println!("                   {http}\n");
-    println!("Open one of these and solve the captcha:");
-    println!("  {https}/login     a login form (application/x-www-form-urlencoded)");
-    println!("  {https}/comment   a comment form with a file (multipart/form-data)");
-    println!("  {https}/api       a JSON API call (application/json)\n");
+    println!("Open one of these (the app has no captcha code; gatekeeper brings it):");
+    println!("  {https}/login     gatekeeper puts the widget into the app's login form");
+    println!(
+        "  {https}/comment   post a comment with a file; gatekeeper keeps it while you solve the captcha"
+    );
+    println!(
+        "  {https}/api       the app's script posts JSON: scripts get the 403 captcha_required JSON\n"
+    );
     println!("Or from a terminal: mint a proof and log in with it.");
     println!("{}\n", curl_round_trip(&http));
     println!("Ctrl-C stops the demo.");
@@ -110,13 +115,17 @@ id = "{DEMO_CAPTCHA_ID}"
 key = "{DEMO_CAPTCHA_KEY}"    # a simulator key; use key_env for a real one
 
 [[route]]
+path = "/login"        # its form gets the widget from [[inject]] below
+
+[[route]]
+path = "/comment"      # a browser's post is kept while the person solves the captcha
+
+[[route]]
+path = "/api/echo"     # scripts get the 403 captcha_required JSON
+
+[[inject]]
 path = "/login"
-
-[[route]]
-path = "/comment"
-
-[[route]]
-path = "/api/echo"
+form = 'form[action="/login"]'
 "#,
         https = args.https_port,
         http = args.http_port,

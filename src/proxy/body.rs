@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
 use super::upstream::Upload;
+use crate::inject::Rewriter;
 use crate::pool::Lease;
 
 pub type ProxyBody = Either<Streamed, Full<Bytes>>;
@@ -25,23 +26,51 @@ pub fn empty() -> ProxyBody {
 }
 
 pub fn streamed(body: Incoming) -> ProxyBody {
-    Either::Left(Streamed { body, lease: None })
+    Either::Left(Streamed {
+        body,
+        lease: None,
+        rewrite: None,
+    })
 }
 
 pin_project! {
     /// A body hyper streams: a client's request body, or an upstream
     /// response's, which holds the lease on its upstream connection and gives
-    /// it back to the pool when it ends.
+    /// it back to the pool when it ends, and may pass through an
+    /// `[[inject]]` rewrite on its way.
     pub struct Streamed {
         #[pin]
         body: Incoming,
         lease: Option<Lease<Upload>>,
+        rewrite: Option<Box<Rewrite>>,
     }
+}
+
+/// A page being rewritten, and the app's trailers held until the rewriter's
+/// last bytes have gone out before them.
+struct Rewrite {
+    rewriter: Rewriter,
+    trailers: Option<http::HeaderMap>,
+    done: bool,
 }
 
 impl Streamed {
     pub(super) fn leased(body: Incoming, lease: Option<Lease<Upload>>) -> Self {
-        Self { body, lease }
+        Self {
+            body,
+            lease,
+            rewrite: None,
+        }
+    }
+
+    /// The same body, rewritten as it streams.
+    pub(super) fn rewritten(mut self, rewriter: Rewriter) -> Self {
+        self.rewrite = Some(Box::new(Rewrite {
+            rewriter,
+            trailers: None,
+            done: false,
+        }));
+        self
     }
 }
 
@@ -53,28 +82,79 @@ impl Body for Streamed {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let mut this = self.project();
-        let frame = ready!(this.body.as_mut().poll_frame(cx));
-        match &frame {
-            // A body of known length ends with its last bytes; hyper may not
-            // poll again after them.
-            Some(Ok(_)) if !this.body.is_end_stream() => {}
-            Some(Ok(_)) | None => {
-                if let Some(lease) = this.lease.take() {
-                    lease.release();
+        let this = self.project();
+        let Some(rewrite) = this.rewrite.as_deref_mut() else {
+            return poll_leased(this.body, this.lease, cx);
+        };
+        let mut body = this.body;
+        loop {
+            if rewrite.done {
+                return Poll::Ready(rewrite.trailers.take().map(|t| Ok(Frame::trailers(t))));
+            }
+            let frame = match ready!(poll_leased(body.as_mut(), this.lease, cx)) {
+                Some(Ok(frame)) => frame,
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => {
+                    rewrite.done = true;
+                    let last = rewrite.rewriter.finish();
+                    if last.is_empty() {
+                        continue;
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(last))));
+                }
+            };
+            match frame.into_data() {
+                Ok(data) => {
+                    let out = rewrite.rewriter.feed(&data);
+                    // lol_html may hold an unfinished tag: read on.
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        rewrite.trailers = Some(trailers);
+                    }
                 }
             }
-            // The connection cannot be reused: dropping the lease closes it.
-            Some(Err(_)) => drop(this.lease.take()),
         }
-        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        match &self.rewrite {
+            Some(rewrite) => rewrite.done && rewrite.trailers.is_none(),
+            None => self.body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match &self.rewrite {
+            // The length changes as the page is rewritten.
+            Some(_) => SizeHint::default(),
+            None => self.body.size_hint(),
+        }
     }
+}
+
+/// One frame of the hyper body, giving the upstream connection back when
+/// the body ends (or dropping it on an error).
+fn poll_leased(
+    mut body: Pin<&mut Incoming>,
+    lease: &mut Option<Lease<Upload>>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    let frame = ready!(body.as_mut().poll_frame(cx));
+    match &frame {
+        // A body of known length ends with its last bytes; hyper may not
+        // poll again after them.
+        Some(Ok(_)) if !body.is_end_stream() => {}
+        Some(Ok(_)) | None => {
+            if let Some(lease) = lease.take() {
+                lease.release();
+            }
+        }
+        // The connection cannot be reused: dropping the lease closes it.
+        Some(Err(_)) => drop(lease.take()),
+    }
+    Poll::Ready(frame)
 }

@@ -19,7 +19,7 @@ use http_body_util::{BodyExt, Either, Limited};
 use hyper::body::Incoming;
 
 use super::body::{self, ProxyBody};
-use super::handler::{ConnInfo, LogFields, Proxy, X_REQUEST_ID};
+use super::handler::{AnswerHandling, ConnInfo, LogFields, Proxy, X_REQUEST_ID};
 use super::headers::forwarding::client_addr;
 use super::response::{refused, refused_closing};
 use crate::challenge::{
@@ -29,6 +29,7 @@ use crate::challenge::{
 use crate::config::{Config, Route};
 use crate::gate::Decision;
 use crate::http_common::{frame_passed, whole_body};
+use crate::inject;
 use crate::metrics::Metrics;
 use crate::normal_path::NormalPath;
 use crate::refusal::{Audience, Refusal};
@@ -153,8 +154,11 @@ impl Proxy {
         log: &mut LogFields<'s>,
     ) -> Response<ProxyBody> {
         match (path, req.method()) {
-            (SCRIPT_PATH, &Method::GET | &Method::HEAD) => script(&req),
-            (SCRIPT_PATH, _) => not_allowed("GET, HEAD"),
+            (SCRIPT_PATH, &Method::GET | &Method::HEAD) => script(&req, SCRIPT, script_etag()),
+            (inject::SCRIPT_PATH, &Method::GET | &Method::HEAD) => {
+                script(&req, inject::SCRIPT, inject::script_etag())
+            }
+            (SCRIPT_PATH | inject::SCRIPT_PATH, _) => not_allowed("GET, HEAD"),
             (RELEASE_PATH, &Method::POST) => self.release(req, conn, authority, log).await,
             (RELEASE_PATH, _) => not_allowed("POST"),
             _ => plain(StatusCode::NOT_FOUND, "not found\n"),
@@ -255,6 +259,15 @@ impl Proxy {
             body: kept_body,
         } = kept;
         let body_len = kept_body.len();
+        // A form the app answers with again (a failed login, say) gets the
+        // widget as it would after a plain post.
+        let inject = NormalPath::new(target.path(), self.path_rules)
+            .ok()
+            .and_then(|path| {
+                self.injector
+                    .page(authority.map(Authority::host), &path)
+                    .cloned()
+            });
         let mut forwarded = Request::new(body::full(kept_body));
         *forwarded.method_mut() = method;
         *forwarded.uri_mut() = Uri::from(target);
@@ -266,7 +279,17 @@ impl Proxy {
             headers.insert(X_REQUEST_ID, request_id.clone());
         }
         let mut resp = self
-            .forward(forwarded, conn, authority, None, Some(route), log)
+            .forward(
+                forwarded,
+                conn,
+                authority,
+                AnswerHandling {
+                    upgrade: None,
+                    inject: inject.as_ref(),
+                },
+                Some(route),
+                log,
+            )
             .await;
         resp.headers_mut()
             .append(SET_COOKIE, Binding::clear_cookie(id, https));
@@ -282,9 +305,9 @@ impl Proxy {
     }
 }
 
-/// The page's script: fixed at build time, so revalidated by its ETag.
-fn script(req: &Request<Incoming>) -> Response<ProxyBody> {
-    let etag = script_etag();
+/// A script of gatekeeper's own: fixed at build time, so revalidated by its
+/// ETag.
+fn script(req: &Request<Incoming>, text: &'static str, etag: &'static str) -> Response<ProxyBody> {
     let fresh = req
         .headers()
         .get_all(IF_NONE_MATCH)
@@ -295,7 +318,7 @@ fn script(req: &Request<Incoming>) -> Response<ProxyBody> {
     let (status, text) = if fresh {
         (StatusCode::NOT_MODIFIED, "")
     } else {
-        (StatusCode::OK, SCRIPT)
+        (StatusCode::OK, text)
     };
     let mut resp = Response::new(body::full(text));
     *resp.status_mut() = status;

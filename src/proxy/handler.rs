@@ -26,7 +26,8 @@ use super::websocket::{self, mark_websocket_upgrade};
 use crate::challenge::{KeptStore, RESERVED_PREFIX, is_navigation};
 use crate::config::{Config, Route};
 use crate::gate::{Decision, Gate};
-use crate::http_common::X_GATEKEEPER_CAPTCHA;
+use crate::http_common::{X_GATEKEEPER_CAPTCHA, origin_of};
+use crate::inject::{InjectPage, Injector};
 use crate::metrics::{KindLabels, Metrics};
 use crate::normal_path::PathRules;
 use crate::refusal::Refusal;
@@ -63,8 +64,17 @@ pub struct Proxy {
     upstream: Upstream,
     pub(super) gate: Gate,
     pub(super) challenges: Challenges,
+    pub(super) injector: Injector,
     pub(super) trusted_proxies: Vec<IpNet>,
     metrics: Arc<Metrics>,
+}
+
+/// What may happen to the app's answer besides streaming it back: a
+/// WebSocket both sides agreed to, or an `[[inject]]` page's rewrite.
+#[derive(Default)]
+pub(super) struct AnswerHandling<'a> {
+    pub(super) upgrade: Option<websocket::Pending>,
+    pub(super) inject: Option<&'a Arc<InjectPage>>,
 }
 
 /// What a request learned along the way, for its log line and metrics.
@@ -83,6 +93,11 @@ impl Proxy {
     ) -> Self {
         Self {
             challenges: Challenges::new(config, kept, metrics.clone()),
+            injector: Injector::new(
+                config,
+                config.geetest.api_servers.first().and_then(origin_of),
+                metrics.clone(),
+            ),
             routes: RouteTable::new(config.routes.clone()),
             path_rules: config.paths,
             upstream: Upstream::new(
@@ -212,6 +227,9 @@ impl Proxy {
             .routes
             .find(authority.as_ref().map(Authority::host), &path, &methods);
         log.route = route.map(|r| r.origin.as_str());
+        let inject = self
+            .injector
+            .page(authority.as_ref().map(Authority::host), &path);
         if let Some(normal) = normalised_uri {
             *req.uri_mut() = normal;
         }
@@ -253,7 +271,8 @@ impl Proxy {
             }
             None => req.map(super::body::streamed),
         };
-        self.forward(req, conn, authority.as_ref(), upgrade, route, log)
+        let answer = AnswerHandling { upgrade, inject };
+        self.forward(req, conn, authority.as_ref(), answer, route, log)
             .await
     }
 
@@ -264,11 +283,17 @@ impl Proxy {
         mut req: Request<ProxyBody>,
         conn: &ConnInfo,
         authority: Option<&Authority>,
-        upgrade: Option<websocket::Pending>,
+        answer: AnswerHandling<'_>,
         route: Option<&'s Route>,
         log: &mut LogFields<'s>,
     ) -> Response<ProxyBody> {
+        let AnswerHandling { upgrade, inject } = answer;
         self.rewrite_request_headers(&mut req, conn, authority, upgrade.is_some());
+        // Only an injected page's method is needed after the request is sent.
+        let inject = inject.map(|page| {
+            page.ask_whole(req.headers_mut());
+            (page, req.method().clone())
+        });
         let upstream_started = Instant::now();
         let result = self.upstream.send(req).await;
         let upstream_time = upstream_started.elapsed();
@@ -305,8 +330,15 @@ impl Proxy {
         strip_hop_by_hop(resp.headers_mut());
         if switched {
             mark_websocket_upgrade(resp.headers_mut());
+            return resp.map(ProxyBody::Left);
         }
-        resp.map(ProxyBody::Left)
+        let status = resp.status();
+        let rewriter =
+            inject.and_then(|(page, method)| page.rewriter(&method, status, resp.headers_mut()));
+        match rewriter {
+            Some(rewriter) => resp.map(|body| ProxyBody::Left(body.rewritten(rewriter))),
+            None => resp.map(ProxyBody::Left),
+        }
     }
 
     fn rewrite_request_headers(

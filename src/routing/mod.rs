@@ -20,16 +20,18 @@ use crate::config::{Methods, PathMatch, Route};
 use crate::normal_path::NormalPath;
 pub use request::{MethodError, RequestMethods, normal_host};
 
-/// Routes sorted once by precedence, so matching is a first-hit scan.
+/// Routes sorted once by precedence, so matching is a first-hit scan. `T`
+/// is a route or something that carries one (an `[[inject]]` rule).
 #[derive(Debug, Clone)]
-pub struct RouteTable {
-    routes: Vec<Route>,
+pub struct RouteTable<T = Route> {
+    routes: Vec<T>,
 }
 
-impl RouteTable {
-    pub fn new(mut routes: Vec<Route>) -> Self {
+impl<T: AsRef<Route>> RouteTable<T> {
+    pub fn new(mut routes: Vec<T>) -> Self {
         // Sort key: host-bound first, exact before prefix, longer prefix first.
         routes.sort_by_key(|r| {
+            let r = r.as_ref();
             let (exact, len) = match &r.path {
                 PathMatch::Exact(p) => (true, p.len()),
                 PathMatch::Prefix(p) => (false, p.len()),
@@ -46,16 +48,37 @@ impl RouteTable {
         host: Option<&str>,
         path: &NormalPath<'_>,
         methods: &RequestMethods,
-    ) -> Option<&Route> {
+    ) -> Option<&T> {
+        self.find_where(host, path, |route| {
+            methods.any(|m| route.methods.contains(m))
+        })
+    }
+
+    /// The first entry whose host and path match, whatever the method.
+    pub fn find_any_method(&self, host: Option<&str>, path: &NormalPath<'_>) -> Option<&T> {
+        self.find_where(host, path, |_| true)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    fn find_where(
+        &self,
+        host: Option<&str>,
+        path: &NormalPath<'_>,
+        applies: impl Fn(&Route) -> bool,
+    ) -> Option<&T> {
         // Computed once, and only if some lenient route is looked at.
         let mut key = None;
-        self.routes.iter().find(|route| {
+        self.routes.iter().find(|entry| {
+            let route = entry.as_ref();
             let host_ok = match (&route.host, host) {
                 (None, _) => true,
                 (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
                 (Some(_), None) => false,
             };
-            if !host_ok || !methods.any(|m| route.methods.contains(m)) {
+            if !host_ok || !applies(route) {
                 return false;
             }
             if route.strict {
@@ -70,6 +93,12 @@ impl RouteTable {
                 PathMatch::Prefix(p) => prefix_matches(key, p),
             }
         })
+    }
+}
+
+impl AsRef<Route> for Route {
+    fn as_ref(&self) -> &Route {
+        self
     }
 }
 

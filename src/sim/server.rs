@@ -67,6 +67,8 @@ pub async fn run(args: SimArgs) -> std::io::Result<()> {
 
 /// The stand-in for GeeTest's browser widget (same API as gt4.js).
 const WIDGET: &str = include_str!("widget/gt4.js");
+/// Its look, a stylesheet it loads from beside itself.
+const WIDGET_STYLE: &str = include_str!("widget/gt4.css");
 
 /// Answers one simulator request. Public so the demo can serve the widget and
 /// the mint endpoint from the page's own origin.
@@ -134,12 +136,15 @@ pub async fn handle(sim: Arc<Simulator>, req: Request<Incoming>) -> Answer {
             ))
         }
         (Method::GET, "/_sim/stats") => Ok(json_response(StatusCode::OK, &json!(sim.stats()))),
-        (Method::GET, "/gt4.js") => {
-            let mut resp = Response::new(Full::new(Bytes::from_static(WIDGET.as_bytes())));
-            resp.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/javascript; charset=utf-8"),
-            );
+        (Method::GET, "/gt4.js" | "/gt4.css") => {
+            let (text, content_type) = if path == "/gt4.js" {
+                (WIDGET, "text/javascript; charset=utf-8")
+            } else {
+                (WIDGET_STYLE, "text/css; charset=utf-8")
+            };
+            let mut resp = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+            resp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
             Ok(resp)
         }
         _ => Ok(json_response(

@@ -1,5 +1,6 @@
-//! Issue 5: `gatekeeper demo` starts the simulator, the legacy app and
-//! gatekeeper in one process, and the stripping is visible on its pages.
+//! Issues 5 and 18: `gatekeeper demo` starts the simulator, a legacy app with
+//! no captcha code and gatekeeper in one process, and the stripping is
+//! visible on its pages.
 
 use std::time::Duration;
 
@@ -32,16 +33,78 @@ fn body(raw: &str) -> &str {
     raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("")
 }
 
+/// `get` on any address.
+async fn get_at(addr: std::net::SocketAddr, path: &str) -> String {
+    let wire = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    raw_exchange(addr, wire.as_bytes(), Duration::from_secs(5)).await
+}
+
+/// Issue 18: the legacy app is plain HTML; what a person needs to pass the
+/// gate, gatekeeper brings.
 #[tokio::test]
-async fn the_demo_pages_are_a_real_geetest_integration_served_through_gatekeeper() {
+async fn the_legacy_app_has_no_captcha_code_and_gatekeeper_injects_the_widget() {
     let demo = Demo::start();
+    for path in ["/", "/login", "/comment", "/api", "/app.js"] {
+        let direct = get_at(demo.app, path).await;
+        assert!(status_line(&direct).contains("200"), "{direct}");
+        for sign in [
+            "gt4",
+            "initGeetest4",
+            "lot_number",
+            "captcha_output",
+            "gatekeeper-captcha",
+        ] {
+            assert!(
+                !direct.contains(sign),
+                "the app's own {path} holds {sign}:\n{direct}"
+            );
+        }
+    }
+
     let login = get(demo.http_port, "/login").await;
     assert!(status_line(&login).contains("200"), "{login}");
-    assert!(login.contains("<script src=\"/gt4.js\"></script>"));
     assert!(login.contains(&format!(
-        "initGeetest4({{captchaId: \"{}\"",
+        "<div class=\"gatekeeper-captcha\" data-gatekeeper-captcha=\"{}\"></div>",
         gatekeeper::sim::DEMO_CAPTCHA_ID
     )));
+    for field in [
+        "lot_number",
+        "captcha_output",
+        "pass_token",
+        "gen_time",
+        "captcha_id",
+    ] {
+        assert!(
+            login.contains(&format!(
+                "<input type=\"hidden\" name=\"{field}\" value=\"\">"
+            )),
+            "{login}"
+        );
+    }
+    let sim = demo.sim;
+    assert!(
+        login.contains(&format!("<script src=\"http://{sim}/gt4.js\"></script><script src=\"/.gatekeeper/inject.js\"></script></form>")),
+        "{login}"
+    );
+    let csp = login
+        .lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("content-security-policy:")
+        })
+        .expect("the app's CSP is passed on");
+    assert!(
+        csp.contains(&format!("script-src 'self' http://{sim};"))
+            && csp.contains("default-src 'self';"),
+        "{csp}"
+    );
+    // Other pages of the app pass unchanged.
+    let comment = get(demo.http_port, "/comment").await;
+    assert!(!comment.contains("gatekeeper-captcha"), "{comment}");
+
+    let script = get(demo.http_port, "/.gatekeeper/inject.js").await;
+    assert!(status_line(&script).contains("200"), "{script}");
+    assert!(script.contains("initGeetest4") && script.contains("data-gatekeeper-captcha"));
     let widget = get(demo.http_port, "/gt4.js").await;
     for api in [
         "initGeetest4",
@@ -61,11 +124,11 @@ async fn the_demo_pages_are_a_real_geetest_integration_served_through_gatekeeper
     ] {
         assert!(widget.contains(api), "the stand-in widget lacks {api}");
     }
-    // Issue 19: a page without a form has no #captcha, so it must not load
-    // the widget (appendTo threw in the console).
-    let not_found = get(demo.http_port, "/no-such-page").await;
-    assert!(status_line(&not_found).contains("404"), "{not_found}");
-    assert!(!not_found.contains("gt4.js") && !not_found.contains("initGeetest4"));
+    let style = get_at(demo.sim, "/gt4.css").await;
+    assert!(
+        status_line(&style).contains("200") && style.contains("text/css"),
+        "the stand-in's look is a stylesheet a strict style-src allows: {style}"
+    );
 }
 
 #[tokio::test]

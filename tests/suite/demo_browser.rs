@@ -6,7 +6,7 @@
 //! `--run-ignored all` (the README's test command, CI's) runs them, failing
 //! when either is missing.
 
-use crate::common::{Demo, free_port, until_listening};
+use crate::common::{Demo, Process, TestCerts, free_port, until_listening};
 use std::path::{Path, PathBuf};
 
 /// Chromium's path; the test fails, saying what to install, without it.
@@ -58,30 +58,81 @@ fn assert_screenshots(names: &[&str]) {
     }
 }
 
+/// Issue 18, both ways an unmodified app is protected, end to end: the
+/// widget injected into the app's login form (under the app's strict CSP),
+/// and a multipart post with a file kept behind the challenge page (a wrong
+/// proof then a right one, a replay, a second browser holding someone
+/// else's id, an expired kept request on a second instance with a 1 s TTL),
+/// and the 403 JSON a script gets.
 #[ignore = "needs chromium and tests/browser/node_modules (scripts/setup); run with --run-ignored all"]
 #[test]
-fn a_person_solves_the_captcha_and_the_app_receives_a_clean_form() {
+fn a_person_passes_the_gate_of_an_app_without_captcha_code_both_ways() {
     let chromium = chromium();
     forget_screenshots(DEMO_SHOTS);
     let demo = Demo::start();
+    let certs = TestCerts::new();
+    let short_port = free_port();
+    let config = certs.dir.path().join("short-ttl.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[server]
+https = "127.0.0.1:{short_port}"
+
+[tls]
+cert = "{cert}"
+key = "{key}"
+
+[upstream]
+url = "http://{app}"
+
+[geetest]
+api_server = "http://{sim}"
+
+[challenge]
+ttl = "1s"
+
+[captcha.demo]
+id = "{id}"
+key = "{captcha_key}"
+
+[[route]]
+path = "/comment"
+"#,
+            cert = certs.cert_path.display(),
+            key = certs.key_path.display(),
+            app = demo.app,
+            sim = demo.sim,
+            id = gatekeeper::sim::DEMO_CAPTCHA_ID,
+            captcha_key = gatekeeper::sim::DEMO_CAPTCHA_KEY,
+        ),
+    )
+    .unwrap();
+    let short = Process::spawn(&config, short_port, &[]);
     node(
         "demo.mjs",
         &[
             format!("https://localhost:{}", demo.https_port),
+            format!("https://localhost:{short_port}"),
             artifacts().display().to_string(),
         ],
         &chromium,
     );
+    drop(short);
     drop(demo);
     assert_screenshots(DEMO_SHOTS);
 }
 
 const DEMO_SHOTS: &[&str] = &[
-    "1-login",
-    "2-solved",
-    "3-received",
-    "4-replayed",
-    "5-unsolved",
+    "inject-1-login",
+    "inject-2-solved",
+    "inject-3-received",
+    "inject-4-replayed",
+    "challenge-1-page",
+    "challenge-2-retry",
+    "challenge-3-received",
+    "challenge-4-expired",
+    "api-1-refused",
 ];
 
 const WIDGET_SHOTS: &[&str] = &[

@@ -64,40 +64,6 @@
       small: "GeeTest \u6a21\u62df\u5668\uff08\u79bb\u7ebf\uff09\uff1a\u975e\u771f\u5b9e\u9a8c\u8bc1\u7801 \u00b7 GeeTest simulator (offline)"
     }
   };
-  var STYLE =
-    ".gt4-standin,.gt4-modal{font:14px/1.4 system-ui,sans-serif;color:#223;text-align:left}" +
-    ".gt4-standin *,.gt4-modal *{box-sizing:border-box}" +
-    ".gt4-standin{display:inline-block;max-width:100%;vertical-align:top}" +
-    ".gt4-challenge{border:1px solid #c9d2dc;border-radius:8px;padding:12px;background:#f7f9fb;width:320px;max-width:100%}" +
-    ".gt4-prompt{margin:0 0 8px}" +
-    ".gt4-track{position:relative;height:40px;border-radius:20px;background:#e3e8ee;--p:0}" +
-    ".gt4-fill{position:absolute;left:0;top:0;bottom:0;border-radius:20px;background:#bcd3f5;width:calc((100% - 40px) * var(--p) + 40px)}" +
-    ".gt4-handle{position:absolute;top:0;left:calc((100% - 40px) * var(--p));width:40px;height:40px;border-radius:50%;" +
-    "background:#1f6feb;color:#fff;display:flex;align-items:center;justify-content:center;font-size:20px;cursor:grab;" +
-    "touch-action:none;user-select:none}" +
-    ".gt4-handle:focus-visible{outline:3px solid #f5a623;outline-offset:2px}" +
-    ".gt4-snap .gt4-handle{transition:left .25s}.gt4-snap .gt4-fill{transition:width .25s}" +
-    ".gt4-status{min-height:1.4em;margin-top:8px;font-size:13px}" +
-    ".gt4-small{margin-top:6px;font-size:11px;color:#667}" +
-    ".gt4-challenge[data-state=fail]{border-color:#b3261e}" +
-    ".gt4-challenge[data-state=fail] .gt4-status,.gt4-challenge[data-state=error] .gt4-status{color:#b3261e;font-weight:600}" +
-    ".gt4-challenge[data-state=success]{border-color:#1a7f37;background:#e6f6ea}" +
-    ".gt4-challenge[data-state=success] .gt4-track{background:#1a7f37}" +
-    ".gt4-challenge[data-state=success] .gt4-fill{background:#1a7f37}" +
-    ".gt4-challenge[data-state=success] .gt4-handle{background:#fff;color:#1a7f37;cursor:default}" +
-    ".gt4-challenge[data-state=success] .gt4-status{color:#1a7f37;font-weight:700;font-size:15px}" +
-    ".gt4-button{display:flex;align-items:center;gap:10px;width:260px;height:50px;max-width:100%;padding:0 14px;" +
-    "border:1px solid #c9d2dc;border-radius:8px;background:#f7f9fb;color:#223;font:inherit;cursor:pointer}" +
-    ".gt4-button .gt4-dot{width:22px;height:22px;border-radius:50%;border:2px solid #1f6feb;flex:none;display:flex;" +
-    "align-items:center;justify-content:center;font-size:14px}" +
-    ".gt4-standin[data-state=success] .gt4-button{border-color:#1a7f37;background:#e6f6ea;color:#1a7f37;font-weight:700;cursor:default}" +
-    ".gt4-standin[data-state=success] .gt4-dot{border-color:#1a7f37;background:#1a7f37;color:#fff}" +
-    ".gt4-modal{position:fixed;inset:0;display:flex;align-items:center;justify-content:center;z-index:2147483000}" +
-    ".gt4-panel{background:#fff;border-radius:10px;padding:12px;box-shadow:0 8px 30px rgba(0,0,0,.3);max-width:calc(100vw - 24px)}" +
-    ".gt4-panel .gt4-challenge{width:100%}" +
-    ".gt4-bar{display:flex;align-items:center;gap:6px;margin-bottom:8px;font-weight:600}" +
-    ".gt4-bar span{flex:1}" +
-    ".gt4-bar button{border:1px solid #c9d2dc;border-radius:6px;background:#fff;min-width:32px;height:32px;font:inherit;cursor:pointer}";
 
   var seq = 0;
 
@@ -106,12 +72,24 @@
     return /^zh/.test(l) ? "zho" : "eng";
   }
 
-  function injectStyle() {
-    if (document.getElementById("gt4-standin-style")) return;
-    var style = document.createElement("style");
-    style.id = "gt4-standin-style";
-    style.textContent = STYLE;
-    (document.head || document.documentElement).appendChild(style);
+  // The look is a stylesheet beside this script (as GeeTest's own is), not an
+  // inline <style>: it loads under a page's strict style-src.
+  var styleUrl = script && script.src ? new URL("gt4.css", script.src).href : "/gt4.css";
+
+  function loadStyle(done) {
+    var link = document.getElementById("gt4-standin-style");
+    if (!link) {
+      link = document.createElement("link");
+      link.id = "gt4-standin-style";
+      link.rel = "stylesheet";
+      link.href = styleUrl;
+      (document.head || document.documentElement).appendChild(link);
+    } else if (link.sheet || link.getAttribute("data-done")) {
+      if (done) done();
+      return;
+    }
+    link.addEventListener("load", function () { link.setAttribute("data-done", "1"); if (done) done(); });
+    link.addEventListener("error", function () { link.setAttribute("data-done", "1"); if (done) done(); });
   }
 
   function el(tag, className, text) {
@@ -335,7 +313,7 @@
       this.raise("60002", "appendTo: no element " + target);
       return this;
     }
-    injectStyle();
+    loadStyle();
     if (this.root) this.root.remove();
     this.root = el("div", "gt4-standin");
     this.root.setAttribute("data-product", this.product);
@@ -358,7 +336,7 @@
   Captcha.prototype.openModal = function () {
     var self = this, t = this.t, mask = this.config.mask || {};
     var hide = Array.isArray(this.config.hideBar) ? this.config.hideBar : [];
-    injectStyle();
+    loadStyle();
     if (this.modal) this.closeModal(false);
     this.result = null;
     var opener = document.activeElement;
@@ -480,9 +458,11 @@
   window.initGeetest4 = function (config, callback) {
     var captcha = new Captcha(config || {});
     // GeeTest answers after loading its resources: never synchronously.
-    setTimeout(function () {
-      if (typeof callback === "function") callback(captcha);
-      setTimeout(function () { captcha.start(); }, 0);
-    }, 0);
+    loadStyle(function () {
+      setTimeout(function () {
+        if (typeof callback === "function") callback(captcha);
+        setTimeout(function () { captcha.start(); }, 0);
+      }, 0);
+    });
   };
 })();

@@ -1,18 +1,24 @@
 //! `gatekeeper demo` as a child process.
 
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+
 use super::{free_port, until_listening};
 
-/// `gatekeeper demo` on free ports; killed on drop.
+/// `gatekeeper demo` on free ports; killed on drop. The addresses of its
+/// simulator and legacy app are read from what it prints.
 pub struct Demo {
     child: std::process::Child,
     pub https_port: u16,
     pub http_port: u16,
+    pub sim: SocketAddr,
+    pub app: SocketAddr,
 }
 
 impl Demo {
     pub fn start() -> Self {
         let (https_port, http_port) = (free_port(), free_port());
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
             .args([
                 "demo",
                 "--https-port",
@@ -20,15 +26,38 @@ impl Demo {
                 "--http-port",
                 &http_port.to_string(),
             ])
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
+        let stdout = child.stdout.take().expect("piped");
+        let (mut sim, mut app) = (None, None);
+        let mut lines = BufReader::new(stdout).lines();
+        while sim.is_none() || app.is_none() {
+            let line = lines
+                .next()
+                .expect("the demo printed its addresses")
+                .unwrap();
+            let address = || -> SocketAddr {
+                let url = line.split_whitespace().find(|w| w.starts_with("http://"));
+                url.and_then(|u| u.trim_start_matches("http://").parse().ok())
+                    .unwrap_or_else(|| panic!("no address in {line:?}"))
+            };
+            if line.starts_with("GeeTest simulator") {
+                sim = Some(address());
+            } else if line.starts_with("legacy app") {
+                app = Some(address());
+            }
+        }
+        // The rest of its output is not read: drain it so the demo never blocks.
+        std::thread::spawn(move || for _ in lines {});
         until_listening(https_port, "the demo");
         Self {
             child,
             https_port,
             http_port,
+            sim: sim.unwrap(),
+            app: app.unwrap(),
         }
     }
 }
