@@ -17,6 +17,7 @@ mod gate;
 mod geetest_sim;
 mod h2_floods;
 mod hostile;
+mod inject;
 mod operations;
 mod proxy;
 mod replay_redis;
