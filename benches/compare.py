@@ -230,6 +230,18 @@ def latency(host, port, tls, path="/", n=1000, rate=200):
     return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
 
 
+# Scenario 8's pages: 30 KB of an ordinary, tag-dense app page with its
+# login form near the top (after the head and a navigation bar), or last.
+HTML_HEAD = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>Shop</title>"
+             "<link rel=\"stylesheet\" href=\"/app.css\"></head><body><nav>"
+             + "<a href=\"/section\">Section</a> " * 20 + "</nav>")
+HTML_FORM = ("<form method=\"post\" action=\"/login\"><input name=\"user\"><input type=\"password\" name=\"pw\">"
+             "<button>Log in</button></form>")
+HTML_ITEMS = ("<div class=\"item\"><h2>Product</h2><p>A description of the product, with <a href=\"/p\">a link</a>"
+              " and <em>some emphasis</em>.</p></div>\n" * 220)
+HTML_PAGES = {"top": HTML_HEAD + HTML_FORM + HTML_ITEMS + "</body></html>",
+              "end": HTML_HEAD + HTML_ITEMS + HTML_FORM + "</body></html>"}
+
 NGINX_COMMON = """
 worker_processes auto;
 daemon off;
@@ -270,11 +282,20 @@ def main():
                         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
         up, ngx, gk, sim = free_port(), free_port(), free_port(), free_port()
         body = "x" * 1024
+        # nginx's workers (an unprivileged user when run as root) read the pages.
+        os.chmod(work, 0o755)
+        os.makedirs(f"{work}/html", mode=0o755)
+        for where, page in HTML_PAGES.items():
+            with open(f"{work}/html/{where}.html", "w") as f:
+                f.write(page)
         with open(f"{work}/upstream.conf", "w") as f:
             f.write(NGINX_COMMON.format(work=work, name="upstream", servers=f"""
     server {{
         listen 127.0.0.1:{up};
         location / {{ return 200 "{body}"; }}
+        # Scenario 8: the same 30 KB HTML page, proxied plain and injected.
+        location /html/ {{ alias {work}/html/; default_type text/html; }}
+        location /inject/ {{ alias {work}/html/; default_type text/html; }}
     }}"""))
         with open(f"{work}/proxy.conf", "w") as f:
             f.write(NGINX_COMMON.format(work=work, name="proxy", servers=f"""
@@ -314,8 +335,18 @@ id = "{CAPTCHA_ID}"
 key = "{CAPTCHA_KEY}"
 [replay]
 max_entries = 5000000
+[challenge]
+# Scenario 5 challenges a browser's post as fast as it can: its kept requests
+# expire after a second, so the store (and the memory it takes) reaches the
+# steady size a flood meets, rather than growing for the whole run.
+ttl = "1s"
+max_entries = 5000000
+max_bytes = "4GiB"
 [[route]]
 path = "/gated"
+[[inject]]
+prefix = "/inject/"
+form = 'form[action="/login"]'
 """)
         up_proc = subprocess.Popen([nginx, "-c", f"{work}/upstream.conf", "-p", work])
         procs.append(up_proc)
@@ -432,6 +463,38 @@ path = "/gated"
         rows.append(("5. gated POST, refused as replays (req/s)", r5["rps"], None, None))
         rows.append(("5. ratio to gatekeeper's scenario 3", r5["rps"] / r3["gatekeeper"]["rps"], None, None))
         rows.append(("5. gatekeeper CPU per request (µs)", r5["cpu_us"], None, None))
+        # The same unproven POST from a script (403 JSON) and from a browser
+        # (the challenge page, its request kept): the page costs no more.
+        small = "user=alice&text=hello"
+        unproven = {}
+        for kind, headers in [("refusal", 'wrk.headers["Accept"] = "application/json"\n'),
+                              ("challenge", 'wrk.headers["Accept"] = "text/html"\nwrk.headers["Sec-Fetch-Mode"] = "navigate"\n')]:
+            lua = f"{work}/unproven-{kind}.lua"
+            with open(lua, "w") as f:
+                f.write(f'wrk.method = "POST"\nwrk.body = "{small}"\n'
+                        f'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n{headers}')
+            unproven[kind] = measured(gk_pids, lambda: wrk(f"https://127.0.0.1:{gk}/gated", lua))
+        rows.append(("5. unproven POST from a script, 403 JSON: CPU per request (µs)", unproven["refusal"]["cpu_us"], None, None))
+        rows.append(("5. unproven POST from a browser, challenge page: CPU per request (µs)", unproven["challenge"]["cpu_us"], None, None))
+        rows.append(("5. challenge page / 403 JSON, CPU per request (target ≤ 1)",
+                     unproven["challenge"]["cpu_us"] / unproven["refusal"]["cpu_us"], None, None))
+
+        # 8. A 30 KB HTML page proxied as it is, and with the widget injected
+        # into its form as it streams; the form near the top, or last (the
+        # parser stops after the form). Alternated, 3 rounds each.
+        runs = {"plain": [], "top": [], "end": []}
+        for _ in range(3):
+            for kind, path in [("plain", "/html/top.html"), ("top", "/inject/top.html"), ("end", "/inject/end.html")]:
+                r = measured(gk_pids, lambda: wrk(f"https://127.0.0.1:{gk}{path}"), up_pids)
+                if r["non2xx"] or r["errors"]:
+                    sys.exit(f"scenario 8 {path}: {r['non2xx']} non-2xx, errors {r['errors']}")
+                runs[kind].append(r["cpu_us"])
+        p8, t8, e8 = (statistics.median(runs[k]) for k in ("plain", "top", "end"))
+        rows.append(("8. 30 KB HTML page proxied: gatekeeper CPU per request (µs, median of 3)", p8, None, None))
+        rows.append(("8. widget injected, form near the top (µs, median of 3)", t8, None, None))
+        rows.append(("8. injected near the top / plain, CPU per request (target ≤ 1.10)", t8 / p8, None, None))
+        rows.append(("8. widget injected, form last: the whole page parsed (µs, median of 3)", e8, None, None))
+        rows.append(("8. injected last / plain, CPU per request", e8 / p8, None, None))
 
         # 6. Latency added at 200 req/s: p50 and p99 (ms), keep-alive.
         l_gk = latency("127.0.0.1", gk, True)

@@ -137,7 +137,7 @@ impl Language {
 #[derive(Debug, Clone)]
 pub struct Page {
     pub html: String,
-    pub csp: String,
+    pub csp: Arc<str>,
 }
 
 /// Renders the pages; built once per configuration.
@@ -145,7 +145,13 @@ pub struct Page {
 pub struct Pages {
     widget_url: String,
     template: Arc<str>,
-    csp: String,
+    csp: Arc<str>,
+    /// The challenge page for each configured captcha id, language and
+    /// retry, rendered once and split where the kept request's id goes: a
+    /// page is then two copies and the id (a flood of challenges costs no
+    /// more than a flood of refusals).
+    /// (language, retry, captcha id, before the id, after it); a few.
+    prepared: Vec<(Language, bool, String, String, String)>,
 }
 
 impl Pages {
@@ -180,8 +186,32 @@ impl Pages {
                 .template
                 .clone()
                 .unwrap_or_else(|| DEFAULT_TEMPLATE.into()),
-            csp,
+            csp: csp.into(),
+            prepared: Vec::new(),
         }
+    }
+
+    /// Renders the challenge pages of these captcha ids ahead of time.
+    pub fn prepared_for<'a>(mut self, captcha_ids: impl IntoIterator<Item = &'a str>) -> Self {
+        // Never in a page: whatever it is replaced by cannot clash with it.
+        const MARK: &str = "\u{0}id\u{0}";
+        for captcha_id in captcha_ids {
+            for lang in [Language::English, Language::Chinese] {
+                for retry in [false, true] {
+                    let html = self.render_challenge(lang, captcha_id, MARK, retry).html;
+                    if let Some((head, tail)) = html.split_once(MARK) {
+                        self.prepared.push((
+                            lang,
+                            retry,
+                            captcha_id.to_owned(),
+                            head.to_owned(),
+                            tail.to_owned(),
+                        ));
+                    }
+                }
+            }
+        }
+        self
     }
 
     /// The challenge for kept request `id`; `retry` after a refused proof.
@@ -192,6 +222,25 @@ impl Pages {
         id: ChallengeId,
         retry: bool,
     ) -> Page {
+        let id = id.to_string();
+        let prepared = self
+            .prepared
+            .iter()
+            .find(|(l, r, c, _, _)| *l == lang && *r == retry && c == captcha_id);
+        if let Some((_, _, _, head, tail)) = prepared {
+            let mut html = String::with_capacity(head.len() + id.len() + tail.len());
+            html.push_str(head);
+            html.push_str(&id);
+            html.push_str(tail);
+            return Page {
+                html,
+                csp: self.csp.clone(),
+            };
+        }
+        self.render_challenge(lang, captcha_id, &id, retry)
+    }
+
+    fn render_challenge(&self, lang: Language, captcha_id: &str, id: &str, retry: bool) -> Page {
         let t = lang.text();
         let mut widget = format!(
             "<div id=\"gatekeeper-captcha\" data-captcha-id=\"{}\" data-language=\"{}\" data-sending=\"{}\" data-unavailable=\"{}\"></div>\n\

@@ -190,3 +190,30 @@ fn the_script_reads_its_data_from_the_page_and_has_a_strong_etag() {
     );
     assert!(!etag.starts_with("W/"));
 }
+
+#[test]
+fn a_prepared_page_is_the_page_rendered_whole() {
+    let template = "<p>{{title}}</p>{{message}}<div>{{widget}}</div>{{lang}}";
+    for config in [config(None), config(Some(template))] {
+        let whole = Pages::new(&config, "https://gcaptcha4.geetest.com");
+        let prepared = whole
+            .clone()
+            .prepared_for(["0123456789abcdef0123456789abcdef"]);
+        let id = ChallengeId::random();
+        for lang in [Language::English, Language::Chinese] {
+            for retry in [false, true] {
+                let page = prepared.challenge(lang, "0123456789abcdef0123456789abcdef", id, retry);
+                assert_eq!(
+                    page.html,
+                    whole
+                        .challenge(lang, "0123456789abcdef0123456789abcdef", id, retry)
+                        .html
+                );
+                assert!(page.html.contains(&id.to_string()));
+            }
+        }
+        // An id it was not prepared for is rendered whole.
+        let other = prepared.challenge(Language::English, "other", id, false);
+        assert!(other.html.contains("data-captcha-id=\"other\""));
+    }
+}

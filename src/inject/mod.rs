@@ -10,10 +10,11 @@
 //! response body streams through. Anything else (another type, a compressed
 //! body, a 206 or 304) passes unchanged.
 //!
-//! What goes into each selected form: the widget's container and the five
-//! hidden fields; after the first, GeeTest's script and gatekeeper's
+//! What goes into the first form the selector matches: the widget's
+//! container, the five hidden fields, GeeTest's script and gatekeeper's
 //! [`SCRIPT_PATH`], which moves the container before the submit button,
-//! fills the fields on success and holds the submit until then.
+//! fills the fields on success and holds the submit until then. The rest of
+//! the page after that form passes unparsed (see `rewrite`).
 
 mod csp;
 mod rewrite;
@@ -63,7 +64,7 @@ pub struct Injector {
 #[derive(Debug)]
 pub struct InjectPage {
     rule: InjectRule,
-    /// The container and hidden fields, put into every selected form.
+    /// The container and hidden fields, put into the selected form.
     markup: String,
     widget_url: String,
     sources: WidgetSources,
@@ -201,7 +202,7 @@ impl InjectPage {
         Some(Rewriter::new(self.clone(), encoding, nonce))
     }
 
-    /// The script tags, after the first selected form's container.
+    /// The script tags, after the container.
     fn scripts(&self, nonce: Option<&str>) -> String {
         let nonce = nonce
             .map(|n| format!(" nonce=\"{}\"", escape_html(n)))

@@ -1,11 +1,16 @@
-//! The streaming rewrite of one page: lol_html puts the widget into each
-//! selected form (and its script tags after the first) as the app's bytes
-//! pass, and amends a `<meta http-equiv="Content-Security-Policy">` as the
-//! header is amended. Output is handed back chunk by chunk; nothing waits
-//! for the whole page.
+//! The streaming rewrite of one page: lol_html puts the widget into the
+//! first form the selector matches as the app's bytes pass, and amends a
+//! `<meta http-equiv="Content-Security-Policy">` (which only works in the
+//! head, before any form) as the header is amended. Output is handed back
+//! chunk by chunk; nothing waits for the whole page.
+//!
+//! Parsing is most of injection's cost (lol_html tracks every element), so
+//! it stops once that form has closed: the rest of the page passes through
+//! as the app sent it, without a copy. A page costs what its bytes up to the
+//! end of the form cost.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use bytes::{Bytes, BytesMut};
@@ -18,6 +23,10 @@ use super::{InjectPage, Outcome};
 /// A page needs far less: a larger tag than this is passed through as it
 /// is from there on (lol_html's graceful bail-out), never buffered.
 const MAX_PARSER_MEMORY: usize = 256 * 1024;
+
+/// The parser is fed this much at a time, so that what follows the form's
+/// end is passed through within at most this many bytes.
+const SLICE: usize = 512;
 
 /// Where a page may set its policy in markup instead of a header.
 static META: LazyLock<Selector> = LazyLock::new(|| {
@@ -36,6 +45,8 @@ pub struct Rewriter {
     html: Option<send::HtmlRewriter<'static, Sink>>,
     pending: Pending,
     forms: Arc<AtomicUsize>,
+    /// Set when the injected form's end tag has passed.
+    form_closed: Arc<AtomicBool>,
     page: Arc<InjectPage>,
 }
 
@@ -72,16 +83,25 @@ impl Rewriter {
         let scripts = page.scripts(nonce.as_deref());
         let sources = page.sources.clone();
         let count = forms.clone();
+        let form_closed = Arc::new(AtomicBool::new(false));
+        let closed = form_closed.clone();
         let settings = send::Settings::new_send()
             .append_element_content_handler((
                 Cow::Borrowed(&page.rule.form),
                 send::ElementContentHandlers::default().element(
                     move |form: &mut send::Element<'_, '_>| {
-                        form.append(&markup, ContentType::Html);
-                        // The scripts once per page, after the first container.
-                        if count.fetch_add(1, Ordering::Relaxed) == 0 {
-                            form.append(&scripts, ContentType::Html);
+                        if count.fetch_add(1, Ordering::Relaxed) > 0 {
+                            return Ok(());
                         }
+                        form.append(&markup, ContentType::Html);
+                        form.append(&scripts, ContentType::Html);
+                        let closed = closed.clone();
+                        // A form that is never closed explicitly keeps the
+                        // parser going to the end of the page.
+                        let _ = form.on_end_tag(Box::new(move |_end| {
+                            closed.store(true, Ordering::Relaxed);
+                            Ok(())
+                        }));
                         Ok(())
                     },
                 ),
@@ -114,41 +134,51 @@ impl Rewriter {
             html: Some(send::HtmlRewriter::new(settings, Sink(pending.clone()))),
             pending,
             forms,
+            form_closed,
             page,
         }
     }
 
     /// The rewritten bytes for `chunk` so far (possibly none yet: lol_html
-    /// holds an unfinished tag until it ends).
-    pub fn feed(&mut self, chunk: &[u8]) -> Bytes {
-        match &mut self.html {
-            Some(html) => {
-                if let Err(e) = html.write(chunk) {
-                    // Bailed out gracefully: what it held is already in the
-                    // output, and the rest passes through.
-                    self.html = None;
-                    self.page.bailed_out(&e);
-                }
-                self.take()
+    /// holds an unfinished tag until it ends), then what passes through
+    /// untouched once parsing has stopped.
+    pub fn feed(&mut self, chunk: Bytes) -> (Bytes, Bytes) {
+        let mut at = 0;
+        while at < chunk.len() {
+            let Some(html) = &mut self.html else { break };
+            let end = (at + SLICE).min(chunk.len());
+            if let Err(e) = html.write(&chunk[at..end]) {
+                // Bailed out gracefully: what it held is already in the
+                // output, and the rest passes through.
+                self.html = None;
+                self.page.bailed_out(&e);
             }
-            None => Bytes::copy_from_slice(chunk),
+            at = end;
+            if self.form_closed.load(Ordering::Relaxed) {
+                // Flushes what it holds; the form is done.
+                self.finish_parsing();
+            }
         }
+        (self.take(), chunk.slice(at..))
     }
 
     /// The last bytes, once the app's body has ended.
     pub fn finish(&mut self) -> Bytes {
-        if let Some(html) = self.html.take() {
-            if let Err(e) = html.end() {
-                self.page.bailed_out(&e);
-            }
-            let outcome = if self.forms.load(Ordering::Relaxed) == 0 {
-                Outcome::Unmatched
-            } else {
-                Outcome::Injected
-            };
-            self.page.count(outcome);
-        }
+        self.finish_parsing();
         self.take()
+    }
+
+    fn finish_parsing(&mut self) {
+        let Some(html) = self.html.take() else { return };
+        if let Err(e) = html.end() {
+            self.page.bailed_out(&e);
+        }
+        let outcome = if self.forms.load(Ordering::Relaxed) == 0 {
+            Outcome::Unmatched
+        } else {
+            Outcome::Injected
+        };
+        self.page.count(outcome);
     }
 
     fn take(&self) -> Bytes {

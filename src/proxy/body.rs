@@ -50,6 +50,8 @@ pin_project! {
 /// last bytes have gone out before them.
 struct Rewrite {
     rewriter: Rewriter,
+    /// The app's bytes that pass untouched after the rewritten ones.
+    untouched: Bytes,
     trailers: Option<http::HeaderMap>,
     done: bool,
 }
@@ -67,6 +69,7 @@ impl Streamed {
     pub(super) fn rewritten(mut self, rewriter: Rewriter) -> Self {
         self.rewrite = Some(Box::new(Rewrite {
             rewriter,
+            untouched: Bytes::new(),
             trailers: None,
             done: false,
         }));
@@ -88,6 +91,10 @@ impl Body for Streamed {
         };
         let mut body = this.body;
         loop {
+            if !rewrite.untouched.is_empty() {
+                let untouched = std::mem::take(&mut rewrite.untouched);
+                return Poll::Ready(Some(Ok(Frame::data(untouched))));
+            }
             if rewrite.done {
                 return Poll::Ready(rewrite.trailers.take().map(|t| Ok(Frame::trailers(t))));
             }
@@ -105,7 +112,8 @@ impl Body for Streamed {
             };
             match frame.into_data() {
                 Ok(data) => {
-                    let out = rewrite.rewriter.feed(&data);
+                    let (out, untouched) = rewrite.rewriter.feed(data);
+                    rewrite.untouched = untouched;
                     // lol_html may hold an unfinished tag: read on.
                     if !out.is_empty() {
                         return Poll::Ready(Some(Ok(Frame::data(out))));
@@ -122,7 +130,9 @@ impl Body for Streamed {
 
     fn is_end_stream(&self) -> bool {
         match &self.rewrite {
-            Some(rewrite) => rewrite.done && rewrite.trailers.is_none(),
+            Some(rewrite) => {
+                rewrite.done && rewrite.trailers.is_none() && rewrite.untouched.is_empty()
+            }
             None => self.body.is_end_stream(),
         }
     }

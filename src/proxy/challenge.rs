@@ -64,7 +64,8 @@ impl Challenges {
                 config.captchas.values().map(|c| c.as_ref()),
                 config.challenge.ttl,
             ),
-            pages: Pages::new(&config.challenge, &api_origin),
+            pages: Pages::new(&config.challenge, &api_origin)
+                .prepared_for(config.captchas.values().map(|c| c.id.as_str())),
             body_timeout: config.limits.header_read_timeout,
             metrics,
         }

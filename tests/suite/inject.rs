@@ -89,6 +89,15 @@ fn page(path: &str) -> Response<AppBody> {
             full(&b"\x1f\x8b\x08\x00not really gzip"[..]),
             &[("content-encoding", "gzip")],
         ),
+        // Two forms the selector matches, then a long tail.
+        "/p/two" => (
+            html,
+            full(format!(
+                "<html><body>{FORM}{FORM}{}</body></html>",
+                "<p>tail &amp; more</p>".repeat(3000)
+            )),
+            &[],
+        ),
         "/p/nomatch" => (
             html,
             full("<html><body><form action=\"/other\"></form></body></html>"),
@@ -263,6 +272,26 @@ async fn the_selected_form_gets_the_widget_and_the_head_is_made_true() {
         meta.text()
     );
     drop(s.gatekeeper);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_matching_form_gets_the_widget_and_the_rest_passes_as_sent() {
+    let s = setup().await;
+    let a = s.get("/p/two", false).await;
+    let first = FORM.replace(
+        "<button>Go</button></form>",
+        &format!(
+            "<button>Go</button>{}</form>",
+            injected(&s.sim).replace("NONCE", "")
+        ),
+    );
+    assert_eq!(
+        a.text(),
+        format!(
+            "<html><body>{first}{FORM}{}</body></html>",
+            "<p>tail &amp; more</p>".repeat(3000)
+        )
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
