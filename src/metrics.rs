@@ -16,6 +16,7 @@
 //! | `gatekeeper_upstream_errors_total` | counter | kind |
 //! | `gatekeeper_replay_entries` | gauge | |
 //! | `gatekeeper_replay_store_errors_total` | counter | |
+//! | `gatekeeper_throttle_store_errors_total` | counter | |
 //! | `gatekeeper_open_connections` | gauge | listener, protocol |
 //! | `gatekeeper_tls_handshake_failures_total` | counter | |
 //! | `gatekeeper_config_reloads_total` | counter | result |
@@ -112,6 +113,7 @@ pub struct Metrics {
     pub upstream_errors: Family<KindLabels, Counter>,
     pub replay_entries: Gauge,
     pub replay_store_errors: Counter,
+    pub throttle_store_errors: Counter,
     pub open_connections: Family<ConnectionLabels, Gauge>,
     pub tls_handshake_failures: Counter,
     pub reloads: Family<ResultLabels, Counter>,
@@ -152,6 +154,7 @@ impl Metrics {
             upstream_errors: Family::default(),
             replay_entries: Gauge::default(),
             replay_store_errors: Counter::default(),
+            throttle_store_errors: Counter::default(),
             open_connections: Family::default(),
             tls_handshake_failures: Counter::default(),
             reloads: Family::default(),
@@ -225,6 +228,11 @@ impl Metrics {
             "replay_store_errors",
             "Operations the shared (Redis) replay store failed",
             m.replay_store_errors.clone(),
+        );
+        registry.register(
+            "throttle_store_errors",
+            "Operations the shared (Redis) throttle store failed",
+            m.throttle_store_errors.clone(),
         );
         registry.register(
             "open_connections",
@@ -440,6 +448,7 @@ mod tests {
             "upstream_errors",
             "replay_entries",
             "replay_store_errors",
+            "throttle_store_errors",
             "open_connections",
             "tls_handshake_failures",
             "config_reloads",

@@ -113,7 +113,11 @@ impl Validator<'_, '_> {
 
     /// `"memory"` (also when absent), or a `redis://` or `rediss://` URL the
     /// Redis client accepts.
-    pub(super) fn replay_store(&mut self, value: Option<&Spanned<String>>) -> ReplayStoreKind {
+    pub(super) fn replay_store(
+        &mut self,
+        value: Option<&Spanned<String>>,
+        key: &str,
+    ) -> ReplayStoreKind {
         match value {
             None => ReplayStoreKind::Memory,
             Some(v) if v.get_ref() == "memory" => ReplayStoreKind::Memory,
@@ -125,7 +129,7 @@ impl Validator<'_, '_> {
                         url: v.get_ref().clone(),
                     },
                     Err(e) => {
-                        self.error(v.span(), format!("invalid replay.store URL: {e}"));
+                        self.error(v.span(), format!("invalid {key} URL: {e}"));
                         ReplayStoreKind::Memory
                     }
                 }
@@ -133,7 +137,7 @@ impl Validator<'_, '_> {
             Some(v) => {
                 self.error(
                     v.span(),
-                    "replay.store must be \"memory\" or a redis:// or rediss:// URL",
+                    format!("{key} must be \"memory\" or a redis:// or rediss:// URL"),
                 );
                 ReplayStoreKind::Memory
             }

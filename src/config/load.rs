@@ -111,7 +111,7 @@ impl Validator<'_, '_> {
         let token_age_span = raw.geetest.max_token_age.as_ref().map(Spanned::span);
         let replay = self.replay(&raw.replay, geetest.max_token_age, token_age_span);
         let routes = self.routes(&raw.route, &captchas, &raw.captcha, geetest.on_error);
-        let throttle = self.throttle(raw.throttle.as_ref());
+        let throttle = self.throttle(raw.throttle.as_ref(), &replay.store);
         let challenge = self.challenge(&raw.challenge, limits.max_body, &geetest.api_servers);
         Config {
             source: path.to_owned(),

@@ -244,6 +244,21 @@ pub struct ThrottleConfig {
     pub burst: u32,
     /// Client addresses tracked at most (bounds memory).
     pub max_clients: usize,
+    /// Where the buckets live.
+    pub store: ThrottleStore,
+}
+
+/// `throttle.store`: this instance's memory, or a Redis the fleet shares
+/// (with the replay store's `key_prefix`, `timeout` and `on_store_error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ThrottleStore {
+    Memory,
+    /// `"replay"`: the replay store's Redis, over its connection.
+    Replay,
+    /// Its own `redis://` or `rediss://` URL (may hold credentials).
+    Redis {
+        url: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -56,7 +56,7 @@ pub(super) const GEETEST: &[&str] = &[
     "breaker_failures",
     "breaker_cooldown",
 ];
-pub(super) const THROTTLE: &[&str] = &["rate", "burst", "max_clients"];
+pub(super) const THROTTLE: &[&str] = &["rate", "burst", "max_clients", "store"];
 pub(super) const CAPTCHA: &[&str] = &["id", "key", "key_env", "key_file"];
 pub(super) const REPLAY: &[&str] = &[
     "store",
@@ -118,6 +118,8 @@ pub(super) struct RawThrottle {
     pub rate: OptSpanned<String>,
     pub burst: OptSpanned<i64>,
     pub max_clients: OptSpanned<i64>,
+    /// "memory", "replay" or a redis:// URL.
+    pub store: OptSpanned<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

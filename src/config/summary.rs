@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use humantime::format_duration;
 
-use super::{Config, EncodedSlash, Methods, OnError, PathMatch, ReplayStoreKind};
+use super::{Config, EncodedSlash, Methods, OnError, PathMatch, ReplayStoreKind, ThrottleStore};
 
 impl Config {
     pub fn summary(&self) -> String {
@@ -80,8 +80,14 @@ impl Config {
         if let Some(t) = &self.throttle {
             let _ = writeln!(
                 out,
-                "throttle: {:.2} refused proofs/s per client, burst {}, {} clients tracked at most",
-                t.per_second, t.burst, t.max_clients
+                "throttle: {:.2} refused proofs/s per client, burst {}, {}",
+                t.per_second,
+                t.burst,
+                match t.store {
+                    ThrottleStore::Memory => format!("{} clients tracked at most", t.max_clients),
+                    ThrottleStore::Replay => "in the replay store's redis".to_owned(),
+                    ThrottleStore::Redis { .. } => "in redis".to_owned(),
+                }
             );
         }
         let p = &self.paths;

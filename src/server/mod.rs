@@ -30,13 +30,13 @@ use tokio::sync::{Semaphore, watch};
 use tracing::{error, info, warn};
 
 use crate::challenge::KeptStore;
-use crate::config::{Config, ReplayStoreKind};
+use crate::config::{Config, ReplayStoreKind, ThrottleStore};
 use crate::gate::Gate;
 use crate::gate::admission::Admission;
 use crate::metrics::{Metrics, ResultLabels};
 use crate::pool::Reuse;
 use crate::proxy::Proxy;
-use crate::replay::{FallbackStore, MemoryStore, RedisStore, ReplayStore};
+use crate::replay::{FallbackStore, MemoryStore, RedisLink, RedisStore, ReplayStore};
 use listener::{Listener, Role};
 use workers::{WorkerThreads, Workers};
 
@@ -68,6 +68,9 @@ pub struct Shared {
     pub pools: Arc<Reuse>,
     /// The body budget and per-address counts; a reload changes only their limits.
     pub admission: Arc<Admission>,
+    /// The Redis of `throttle.store` as the process started (the replay
+    /// store's own link for `"replay"`).
+    pub throttle_link: Option<RedisLink>,
     ready: AtomicBool,
 }
 
@@ -106,27 +109,37 @@ pub struct RunningServer {
     _worker_threads: WorkerThreads,
 }
 
-fn build_store(
-    config: &Config,
-    metrics: &Metrics,
-) -> Result<(Arc<dyn ReplayStore>, Arc<MemoryStore>), StartError> {
+/// The replay store, its local memory, and the throttle's Redis link.
+type Stores = (Arc<dyn ReplayStore>, Arc<MemoryStore>, Option<RedisLink>);
+
+fn build_stores(config: &Config, metrics: &Metrics) -> Result<Stores, StartError> {
     let replay = &config.replay;
     let local = MemoryStore::new(replay.ttl, replay.max_entries);
     local.spawn_sweeper(Duration::from_secs(10));
-    let store: Arc<dyn ReplayStore> = match &replay.store {
-        ReplayStoreKind::Memory => local.clone(),
+    let (store, replay_link): (Arc<dyn ReplayStore>, _) = match &replay.store {
+        ReplayStoreKind::Memory => (local.clone(), None),
         ReplayStoreKind::Redis { url } => {
-            let shared = RedisStore::new(url, &replay.key_prefix, replay.ttl, replay.timeout)
+            let link = RedisLink::new(url, replay.timeout, "replay store")
                 .map_err(|e| StartError::Store(format!("replay store: {e}")))?;
-            Arc::new(FallbackStore::new(
+            let shared = RedisStore::new(link.clone(), &replay.key_prefix, replay.ttl);
+            let store = Arc::new(FallbackStore::new(
                 Arc::new(shared),
                 local.clone(),
                 replay.on_store_error,
                 metrics.replay_store_errors.clone(),
-            ))
+            ));
+            (store, Some(link))
         }
     };
-    Ok((store, local))
+    let throttle_link = match config.throttle.as_ref().map(|t| &t.store) {
+        None | Some(ThrottleStore::Memory) => None,
+        Some(ThrottleStore::Replay) => replay_link,
+        Some(ThrottleStore::Redis { url }) => Some(
+            RedisLink::new(url, replay.timeout, "throttle store")
+                .map_err(|e| StartError::Store(format!("throttle store: {e}")))?,
+        ),
+    };
+    Ok((store, local, throttle_link))
 }
 
 fn generation(config: Config, shared: &Shared) -> Result<Generation, StartError> {
@@ -135,7 +148,12 @@ fn generation(config: Config, shared: &Shared) -> Result<Generation, StartError>
         None => None,
     };
     let proxy = shared.pools.scope(|| {
-        let gate = Gate::new(&config, shared.store.clone(), shared.metrics.clone());
+        let gate = Gate::new(
+            &config,
+            shared.store.clone(),
+            shared.throttle_link.as_ref(),
+            shared.metrics.clone(),
+        );
         let kept = shared.kept.clone();
         Arc::new(Proxy::new(&config, gate, kept, shared.metrics.clone()))
     });
@@ -149,7 +167,7 @@ fn generation(config: Config, shared: &Shared) -> Result<Generation, StartError>
 /// Binds every listener in `config` and starts serving.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let metrics = Arc::new(Metrics::new());
-    let (store, local_store) = build_store(&config, &metrics)?;
+    let (store, local_store, throttle_link) = build_stores(&config, &metrics)?;
     let kept = crate::challenge::store_for(&config.challenge, &config.replay)
         .map_err(|e| StartError::Store(format!("kept-request store: {e}")))?;
     let admission = Arc::new(Admission::new(
@@ -163,6 +181,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         kept,
         pools: Arc::new(Reuse::default()),
         admission,
+        throttle_link,
         ready: AtomicBool::new(false),
     });
     let max_connections = u32::try_from(config.limits.max_connections).unwrap_or(u32::MAX);
@@ -271,6 +290,14 @@ impl RunningServer {
             || config.replay.key_prefix != old.replay.key_prefix
         {
             warn!("[replay] changes take effect at the next restart");
+        }
+        let store = |c: &Config| {
+            c.throttle
+                .as_ref()
+                .map_or(ThrottleStore::Memory, |t| t.store.clone())
+        };
+        if store(&config) != store(old) {
+            warn!("throttle.store changes take effect at the next restart");
         }
         let (new, was) = (&config.challenge, &old.challenge);
         if new.ttl != was.ttl

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use proptest::strategy::Strategy;
 
-use gatekeeper::config::{ConfigError, PathMatch, ReplayStoreKind, parse_str};
+use gatekeeper::config::{ConfigError, PathMatch, ReplayStoreKind, ThrottleStore, parse_str};
 
 const KEY: &str = "b09a7aafbfd83f73b35a9b530d0337bf";
 
@@ -276,6 +276,38 @@ fn replay_ttl_must_outlive_accepted_tokens() {
     assert!(
         only(&minimal("[replay]\nstore = \"memcached://x\"\n")).contains("replay.store must be")
     );
+}
+
+#[test]
+fn the_throttle_store_is_memory_the_replay_stores_redis_or_its_own() {
+    let store = |extra: &str| {
+        parse_str(&minimal(extra), Path::new("gk.toml"))
+            .unwrap()
+            .throttle
+            .unwrap()
+            .store
+    };
+    assert_eq!(store("[throttle]\n"), ThrottleStore::Memory);
+    assert_eq!(
+        store("[replay]\nstore = \"redis://r:6379\"\n[throttle]\nstore = \"replay\"\n"),
+        ThrottleStore::Replay
+    );
+    assert!(matches!(
+        store("[throttle]\nstore = \"rediss://u:p@r:6380/1\"\n"),
+        ThrottleStore::Redis { .. }
+    ));
+    let msg = only(&minimal("[throttle]\nstore = \"replay\"\n"));
+    assert!(
+        msg.starts_with("11:9: throttle.store = \"replay\" shares the replay store's Redis, but replay.store is \"memory\""),
+        "{msg}"
+    );
+    let msg = only(&minimal("[throttle]\nstore = \"memcached://x\"\n"));
+    assert!(
+        msg.starts_with("11:9: throttle.store must be \"memory\", \"replay\""),
+        "{msg}"
+    );
+    let msg = only(&minimal("[throttle]\nstroe = \"memory\"\n"));
+    assert!(msg.contains("did you mean \"store\""), "{msg}");
 }
 
 #[test]

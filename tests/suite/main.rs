@@ -22,4 +22,5 @@ mod proxy;
 mod replay_redis;
 mod secrets;
 mod streaming;
+mod throttle_redis;
 mod upstream_pool;
