@@ -17,6 +17,7 @@
 //! | `gatekeeper_replay_entries` | gauge | |
 //! | `gatekeeper_replay_store_errors_total` | counter | |
 //! | `gatekeeper_throttle_store_errors_total` | counter | |
+//! | `gatekeeper_acme_orders_total` | counter | result |
 //! | `gatekeeper_open_connections` | gauge | listener, protocol |
 //! | `gatekeeper_tls_handshake_failures_total` | counter | |
 //! | `gatekeeper_config_reloads_total` | counter | result |
@@ -114,6 +115,7 @@ pub struct Metrics {
     pub replay_entries: Gauge,
     pub replay_store_errors: Counter,
     pub throttle_store_errors: Counter,
+    pub acme_orders: Family<ResultLabels, Counter>,
     pub open_connections: Family<ConnectionLabels, Gauge>,
     pub tls_handshake_failures: Counter,
     pub reloads: Family<ResultLabels, Counter>,
@@ -155,6 +157,7 @@ impl Metrics {
             replay_entries: Gauge::default(),
             replay_store_errors: Counter::default(),
             throttle_store_errors: Counter::default(),
+            acme_orders: Family::default(),
             open_connections: Family::default(),
             tls_handshake_failures: Counter::default(),
             reloads: Family::default(),
@@ -233,6 +236,11 @@ impl Metrics {
             "throttle_store_errors",
             "Operations the shared (Redis) throttle store failed",
             m.throttle_store_errors.clone(),
+        );
+        registry.register(
+            "acme_orders",
+            "ACME certificate orders ([tls.acme]) by result",
+            m.acme_orders.clone(),
         );
         registry.register(
             "open_connections",

@@ -103,6 +103,11 @@ impl Validator<'_, '_> {
         let server = self.server(&raw.server);
         // Declared, even if its value is wrong: that error is its own.
         let tls = self.tls(raw.tls.as_ref(), raw.server.https.is_some());
+        let acme = self.acme(
+            raw.tls.as_ref(),
+            raw.server.https.is_some(),
+            raw.server.http.is_some(),
+        );
         let upstream = self.upstream(raw.upstream.as_ref());
         let limits = self.limits(&raw.limits);
         let paths = self.paths(&raw.paths);
@@ -117,6 +122,7 @@ impl Validator<'_, '_> {
             source: path.to_owned(),
             server,
             tls,
+            acme,
             upstream,
             limits,
             paths,

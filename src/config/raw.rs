@@ -33,7 +33,15 @@ pub(super) const SERVER: &[&str] = &[
     "log_level",
     "workers",
 ];
-pub(super) const TLS: &[&str] = &["cert", "key"];
+pub(super) const TLS: &[&str] = &["cert", "key", "acme"];
+pub(super) const ACME: &[&str] = &[
+    "domains",
+    "contact",
+    "directory",
+    "cache",
+    "ca_roots",
+    "challenge",
+];
 pub(super) const UPSTREAM: &[&str] = &["url", "connect_timeout", "timeout"];
 pub(super) const LIMITS: &[&str] = &[
     "max_body",
@@ -137,6 +145,17 @@ pub(super) struct RawServer {
 pub(super) struct RawTls {
     pub cert: OptSpanned<String>,
     pub key: OptSpanned<String>,
+    pub acme: OptSpanned<RawAcme>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawAcme {
+    pub domains: OptSpanned<Vec<Spanned<String>>>,
+    pub contact: OptSpanned<String>,
+    pub directory: OptSpanned<String>,
+    pub cache: OptSpanned<String>,
+    pub ca_roots: OptSpanned<String>,
+    pub challenge: OptSpanned<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -4,7 +4,10 @@ use std::fmt::Write;
 
 use humantime::format_duration;
 
-use super::{Config, EncodedSlash, Methods, OnError, PathMatch, ReplayStoreKind, ThrottleStore};
+use super::{
+    AcmeChallenge, Config, EncodedSlash, Methods, OnError, PathMatch, ReplayStoreKind,
+    ThrottleStore,
+};
 
 impl Config {
     pub fn summary(&self) -> String {
@@ -20,6 +23,19 @@ impl Config {
             listeners.push(format!("admin {a} (metrics, health)"));
         }
         let _ = writeln!(out, "listeners: {}", listeners.join(", "));
+        if let Some(a) = &self.acme {
+            let _ = writeln!(
+                out,
+                "tls: ACME certificate for {} from {} ({}), cached in {}",
+                a.domains.join(", "),
+                a.directory,
+                match a.challenge {
+                    AcmeChallenge::TlsAlpn01 => "tls-alpn-01 on the https listener",
+                    AcmeChallenge::Http01 => "http-01 on the http listener",
+                },
+                a.cache.display()
+            );
+        }
         if !self.server.trusted_proxies.is_empty() {
             let nets: Vec<String> = self
                 .server

@@ -10,6 +10,7 @@
 //! permit is taken before `accept`, so excess clients wait in the kernel's
 //! backlog instead of costing memory here.
 
+pub mod acme;
 mod activity;
 mod admin;
 pub mod connection;
@@ -71,6 +72,8 @@ pub struct Shared {
     /// The Redis of `throttle.store` as the process started (the replay
     /// store's own link for `"replay"`).
     pub throttle_link: Option<RedisLink>,
+    /// `[tls.acme]` as the process started: its certificates and challenge answers.
+    pub acme: Option<Arc<acme::Acme>>,
     ready: AtomicBool,
 }
 
@@ -104,6 +107,8 @@ pub struct RunningServer {
     connections: Arc<Semaphore>,
     max_connections: u32,
     cert_watch: tokio::task::JoinHandle<()>,
+    /// Obtains and renews `[tls.acme]` certificates.
+    acme_task: Option<tokio::task::JoinHandle<()>>,
     workers: Workers,
     /// Declared last: the worker threads stop when everything else is gone.
     _worker_threads: WorkerThreads,
@@ -143,9 +148,14 @@ fn build_stores(config: &Config, metrics: &Metrics) -> Result<Stores, StartError
 }
 
 fn generation(config: Config, shared: &Shared) -> Result<Generation, StartError> {
-    let tls = match &config.tls {
-        Some(files) => Some(tls::server_config(&files.cert, &files.key).map_err(StartError::Tls)?),
-        None => None,
+    let tls = match (&config.tls, &shared.acme) {
+        (Some(files), _) => {
+            Some(tls::server_config(&files.cert, &files.key).map_err(StartError::Tls)?)
+        }
+        (None, Some(acme)) if config.acme.is_some() => {
+            Some(tls::acme_server_config(acme.resolver.clone()).map_err(StartError::Tls)?)
+        }
+        (None, _) => None,
     };
     let proxy = shared.pools.scope(|| {
         let gate = Gate::new(
@@ -174,6 +184,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         &config.limits,
         metrics.buffered_body_bytes.clone(),
     ));
+    let acme = config
+        .acme
+        .clone()
+        .map(|a| acme::Acme::new(a, metrics.acme_orders.clone()));
     let shared = Arc::new(Shared {
         metrics,
         store,
@@ -182,6 +196,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         pools: Arc::new(Reuse::default()),
         admission,
         throttle_link,
+        acme: acme.clone(),
         ready: AtomicBool::new(false),
     });
     let max_connections = u32::try_from(config.limits.max_connections).unwrap_or(u32::MAX);
@@ -197,6 +212,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         http_addr: None,
         admin_addr: None,
         cert_watch: watch_certs::spawn(live.clone()),
+        acme_task: None,
         live,
         shared,
         listeners: HashMap::new(),
@@ -207,6 +223,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         _worker_threads: worker_threads,
     };
     server.bind_listeners().await?;
+    // Once listening: the CA's validation reaches the listeners.
+    server.acme_task = server.shared.acme.as_ref().map(acme::Acme::spawn);
     server.shared.ready.store(true, Ordering::Release);
     let config = server.live.load().config.clone();
     info!(upstream = %config.upstream.url, routes = config.routes.len(), hash = %config.hash, "gatekeeper started");
@@ -306,6 +324,9 @@ impl RunningServer {
         {
             warn!("[challenge] ttl, max_entries and max_bytes take effect at the next restart");
         }
+        if config.acme != old.acme {
+            warn!("[tls.acme] changes take effect at the next restart");
+        }
         if config.limits.max_connections != old.limits.max_connections {
             warn!("limits.max_connections takes effect at the next restart");
         }
@@ -347,6 +368,9 @@ impl RunningServer {
             warn!("shutdown grace period ended with requests still in flight");
         }
         self.cert_watch.abort();
+        if let Some(task) = &self.acme_task {
+            task.abort();
+        }
         for (_, l) in self.listeners.drain() {
             l.stop();
         }

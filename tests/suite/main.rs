@@ -5,6 +5,7 @@
 
 mod common;
 
+mod acme;
 mod canonical;
 mod challenge;
 mod cli;
