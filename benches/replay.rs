@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gatekeeper::replay::{Claim, LotKey, MemoryStore, RedisStore, ReplayStore};
+use gatekeeper::replay::{Claim, LotKey, MemoryStore, RedisLink, RedisStore, ReplayStore};
 
 const ENTRIES: usize = 1_000_000;
 
@@ -86,13 +86,12 @@ fn memory_store() {
 }
 
 async fn redis_store(url: &str) {
-    let store = match RedisStore::new(
-        url,
-        "gatekeeper-bench:",
-        Duration::from_secs(60),
-        Duration::from_secs(2),
-    ) {
-        Ok(s) => Arc::new(s),
+    let store = match RedisLink::new(url, Duration::from_secs(2), "replay store") {
+        Ok(link) => Arc::new(RedisStore::new(
+            link,
+            "gatekeeper-bench:",
+            Duration::from_secs(60),
+        )),
         Err(e) => {
             println!("redis store: skipped ({e})");
             return;

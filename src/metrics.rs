@@ -16,6 +16,8 @@
 //! | `gatekeeper_upstream_errors_total` | counter | kind |
 //! | `gatekeeper_replay_entries` | gauge | |
 //! | `gatekeeper_replay_store_errors_total` | counter | |
+//! | `gatekeeper_throttle_store_errors_total` | counter | |
+//! | `gatekeeper_acme_orders_total` | counter | result |
 //! | `gatekeeper_open_connections` | gauge | listener, protocol |
 //! | `gatekeeper_tls_handshake_failures_total` | counter | |
 //! | `gatekeeper_config_reloads_total` | counter | result |
@@ -113,6 +115,8 @@ pub struct Metrics {
     pub upstream_errors: Family<KindLabels, Counter>,
     pub replay_entries: Gauge,
     pub replay_store_errors: Counter,
+    pub throttle_store_errors: Counter,
+    pub acme_orders: Family<ResultLabels, Counter>,
     pub open_connections: Family<ConnectionLabels, Gauge>,
     pub tls_handshake_failures: Counter,
     pub reloads: Family<ResultLabels, Counter>,
@@ -154,6 +158,8 @@ impl Metrics {
             upstream_errors: Family::default(),
             replay_entries: Gauge::default(),
             replay_store_errors: Counter::default(),
+            throttle_store_errors: Counter::default(),
+            acme_orders: Family::default(),
             open_connections: Family::default(),
             tls_handshake_failures: Counter::default(),
             reloads: Family::default(),
@@ -228,6 +234,16 @@ impl Metrics {
             "replay_store_errors",
             "Operations the shared (Redis) replay store failed",
             m.replay_store_errors.clone(),
+        );
+        registry.register(
+            "throttle_store_errors",
+            "Operations the shared (Redis) throttle store failed",
+            m.throttle_store_errors.clone(),
+        );
+        registry.register(
+            "acme_orders",
+            "ACME certificate orders ([tls.acme]) by result",
+            m.acme_orders.clone(),
         );
         registry.register(
             "open_connections",
@@ -454,6 +470,7 @@ mod tests {
             "upstream_errors",
             "replay_entries",
             "replay_store_errors",
+            "throttle_store_errors",
             "open_connections",
             "tls_handshake_failures",
             "config_reloads",

@@ -80,6 +80,20 @@ pub fn load_pem(
     Ok((chain, key))
 }
 
+/// Root certificates from a PEM file (at least one).
+pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
+    let at = |e: String| format!("{}: {e}", path.display());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| at(describe(&e)))? {
+        let cert = cert.map_err(|e| at(describe(&e)))?;
+        roots.add(cert).map_err(|e| at(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(at("no PEM certificate found".into()));
+    }
+    Ok(roots)
+}
+
 fn describe(e: &rustls_pki_types::pem::Error) -> String {
     use rustls_pki_types::pem::Error;
     match e {

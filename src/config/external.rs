@@ -12,7 +12,7 @@ use super::load::{Externals, Validator};
 /// nothing: 32 characters, so the length check passes; never served.
 const OFFLINE_KEY: &str = "offline-check-placeholder-key-32";
 use super::raw;
-use super::{ReplayStoreKind, TlsFiles};
+use super::{AcmeChallenge, AcmeConfig, LETS_ENCRYPT, ReplayStoreKind, TlsFiles};
 
 impl Validator<'_, '_> {
     pub(super) fn tls(
@@ -30,6 +30,16 @@ impl Validator<'_, '_> {
         };
         if !https {
             self.error(raw.span(), "[tls] is set but server.https is not");
+            return None;
+        }
+        if raw.get_ref().acme.is_some() {
+            let files = raw.get_ref().cert.as_ref().or(raw.get_ref().key.as_ref());
+            if let Some(file) = files {
+                self.error(
+                    file.span(),
+                    "[tls] takes cert and key, or [tls.acme], not both",
+                );
+            }
             return None;
         }
         let (Some(cert), Some(key)) = (&raw.get_ref().cert, &raw.get_ref().key) else {
@@ -111,9 +121,156 @@ impl Validator<'_, '_> {
         }
     }
 
+    /// `[tls.acme]`; `https` and `http` say which listeners are set (the
+    /// challenges are answered there).
+    pub(super) fn acme(
+        &mut self,
+        raw: Option<&Spanned<raw::RawTls>>,
+        https: bool,
+        http: bool,
+    ) -> Option<AcmeConfig> {
+        let table = raw?.get_ref().acme.as_ref()?;
+        let (span, acme) = (table.span(), table.get_ref());
+        if !https {
+            // Reported by `tls`.
+            return None;
+        }
+        let mut domains = Vec::new();
+        match &acme.domains {
+            None => self.error(
+                span.clone(),
+                "[tls.acme] needs domains = [\"example.com\", …]",
+            ),
+            Some(list) if list.get_ref().is_empty() => {
+                self.error(
+                    list.span(),
+                    "tls.acme.domains must name at least one domain",
+                );
+            }
+            Some(list) => {
+                for d in list.get_ref() {
+                    let name = d.get_ref().trim_end_matches('.').to_ascii_lowercase();
+                    let problem = if name.starts_with("*.") {
+                        Some(
+                            "a wildcard needs the DNS-01 challenge, which gatekeeper does not answer",
+                        )
+                    } else if name.parse::<std::net::IpAddr>().is_ok() {
+                        Some("an IP address is not a domain")
+                    } else if rustls_pki_types::DnsName::try_from(name.as_str()).is_err()
+                        || !name.contains('.')
+                    {
+                        Some("not a fully qualified domain name")
+                    } else {
+                        None
+                    };
+                    match problem {
+                        Some(why) => self.error(
+                            d.span(),
+                            format!("tls.acme.domains: \"{}\": {why}", d.get_ref()),
+                        ),
+                        None if domains.contains(&name) => self.error(
+                            d.span(),
+                            format!("tls.acme.domains: \"{}\" is listed twice", d.get_ref()),
+                        ),
+                        None => domains.push(name),
+                    }
+                }
+            }
+        }
+        let mut contact = Vec::new();
+        if let Some(c) = &acme.contact {
+            let address = c.get_ref().strip_prefix("mailto:").unwrap_or("");
+            match address.split_once('@') {
+                Some((user, host)) if !user.is_empty() && host.contains('.') => {
+                    contact.push(c.get_ref().clone());
+                }
+                _ => self.error(
+                    c.span(),
+                    format!(
+                        "tls.acme.contact must be \"mailto:name@example.com\", not \"{}\"",
+                        c.get_ref()
+                    ),
+                ),
+            }
+        }
+        let directory = match &acme.directory {
+            None => LETS_ENCRYPT.to_owned(),
+            Some(d) => {
+                match d.get_ref().parse::<http::Uri>() {
+                    Ok(u) if u.scheme_str() == Some("https") && u.authority().is_some() => {}
+                    Ok(_) => self.error(
+                        d.span(),
+                        format!(
+                            "tls.acme.directory must be an https:// URL, not \"{}\"",
+                            d.get_ref()
+                        ),
+                    ),
+                    Err(e) => self.error(
+                        d.span(),
+                        format!("invalid tls.acme.directory \"{}\": {e}", d.get_ref()),
+                    ),
+                }
+                d.get_ref().clone()
+            }
+        };
+        let cache = match &acme.cache {
+            Some(c) if !c.get_ref().is_empty() => self.base.join(c.get_ref()),
+            Some(c) => {
+                self.error(c.span(), "tls.acme.cache must name a directory");
+                return None;
+            }
+            None => {
+                self.error(
+                    span,
+                    "[tls.acme] needs cache = \"DIR\": the account and certificates are kept there",
+                );
+                return None;
+            }
+        };
+        let ca_roots = acme.ca_roots.as_ref().map(|r| {
+            let path = self.base.join(r.get_ref());
+            if self.externals == Externals::Read
+                && let Err(e) = crate::tls::load_roots(&path)
+            {
+                self.error(r.span(), format!("tls.acme.ca_roots: {e}"));
+            }
+            path
+        });
+        let challenge = self.one_of(
+            acme.challenge.as_ref(),
+            "tls.acme.challenge",
+            &[
+                ("tls-alpn-01", AcmeChallenge::TlsAlpn01),
+                ("http-01", AcmeChallenge::Http01),
+            ],
+            AcmeChallenge::TlsAlpn01,
+        );
+        if challenge == AcmeChallenge::Http01
+            && !http
+            && let Some(c) = &acme.challenge
+        {
+            self.error(
+                c.span(),
+                "tls.acme.challenge = \"http-01\" is answered on the cleartext listener, but server.http is not set",
+            );
+        }
+        Some(AcmeConfig {
+            domains,
+            contact,
+            directory,
+            cache,
+            ca_roots,
+            challenge,
+        })
+    }
+
     /// `"memory"` (also when absent), or a `redis://` or `rediss://` URL the
     /// Redis client accepts.
-    pub(super) fn replay_store(&mut self, value: Option<&Spanned<String>>) -> ReplayStoreKind {
+    pub(super) fn replay_store(
+        &mut self,
+        value: Option<&Spanned<String>>,
+        key: &str,
+    ) -> ReplayStoreKind {
         match value {
             None => ReplayStoreKind::Memory,
             Some(v) if v.get_ref() == "memory" => ReplayStoreKind::Memory,
@@ -125,7 +282,7 @@ impl Validator<'_, '_> {
                         url: v.get_ref().clone(),
                     },
                     Err(e) => {
-                        self.error(v.span(), format!("invalid replay.store URL: {e}"));
+                        self.error(v.span(), format!("invalid {key} URL: {e}"));
                         ReplayStoreKind::Memory
                     }
                 }
@@ -133,7 +290,7 @@ impl Validator<'_, '_> {
             Some(v) => {
                 self.error(
                     v.span(),
-                    "replay.store must be \"memory\" or a redis:// or rediss:// URL",
+                    format!("{key} must be \"memory\" or a redis:// or rediss:// URL"),
                 );
                 ReplayStoreKind::Memory
             }

@@ -103,6 +103,11 @@ impl Validator<'_, '_> {
         let server = self.server(&raw.server);
         // Declared, even if its value is wrong: that error is its own.
         let tls = self.tls(raw.tls.as_ref(), raw.server.https.is_some());
+        let acme = self.acme(
+            raw.tls.as_ref(),
+            raw.server.https.is_some(),
+            raw.server.http.is_some(),
+        );
         let upstream = self.upstream(raw.upstream.as_ref());
         let limits = self.limits(&raw.limits);
         let paths = self.paths(&raw.paths);
@@ -111,13 +116,14 @@ impl Validator<'_, '_> {
         let token_age_span = raw.geetest.max_token_age.as_ref().map(Spanned::span);
         let replay = self.replay(&raw.replay, geetest.max_token_age, token_age_span);
         let routes = self.routes(&raw.route, &captchas, &raw.captcha, geetest.on_error);
-        let throttle = self.throttle(raw.throttle.as_ref());
+        let throttle = self.throttle(raw.throttle.as_ref(), &replay.store);
         let challenge = self.challenge(&raw.challenge, limits.max_body, &geetest.api_servers);
         let injects = self.injects(&raw.inject, &captchas, &raw.captcha);
         Config {
             source: path.to_owned(),
             server,
             tls,
+            acme,
             upstream,
             limits,
             paths,

@@ -44,6 +44,9 @@ pub struct Config {
     pub server: ServerConfig,
     /// Present exactly when `server.https` is set.
     pub tls: Option<TlsFiles>,
+    /// `[tls.acme]`: certificates obtained and renewed by gatekeeper,
+    /// instead of `tls` files.
+    pub acme: Option<AcmeConfig>,
     pub upstream: UpstreamConfig,
     pub limits: Limits,
     /// How request paths are normalised before routing and forwarding.
@@ -87,6 +90,32 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
 }
+
+/// `[tls.acme]`: an ACME (RFC 8555) account and certificate for `domains`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeConfig {
+    pub domains: Vec<String>,
+    /// `mailto:` URLs.
+    pub contact: Vec<String>,
+    /// The directory URL (Let's Encrypt production by default).
+    pub directory: String,
+    /// Account and certificate, kept across restarts (files 0600).
+    pub cache: PathBuf,
+    /// PEM roots to trust for the directory instead of the web PKI.
+    pub ca_roots: Option<PathBuf>,
+    pub challenge: AcmeChallenge,
+}
+
+/// How the CA checks that we hold the domains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// RFC 8737, on the HTTPS listener.
+    TlsAlpn01,
+    /// On the cleartext listener (which must be reachable on port 80).
+    Http01,
+}
+
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
@@ -265,6 +294,21 @@ pub struct ThrottleConfig {
     pub burst: u32,
     /// Client addresses tracked at most (bounds memory).
     pub max_clients: usize,
+    /// Where the buckets live.
+    pub store: ThrottleStore,
+}
+
+/// `throttle.store`: this instance's memory, or a Redis the fleet shares
+/// (with the replay store's `key_prefix`, `timeout` and `on_store_error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ThrottleStore {
+    Memory,
+    /// `"replay"`: the replay store's Redis, over its connection.
+    Replay,
+    /// Its own `redis://` or `rediss://` URL (may hold credentials).
+    Redis {
+        url: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

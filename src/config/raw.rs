@@ -34,7 +34,15 @@ pub(super) const SERVER: &[&str] = &[
     "log_level",
     "workers",
 ];
-pub(super) const TLS: &[&str] = &["cert", "key"];
+pub(super) const TLS: &[&str] = &["cert", "key", "acme"];
+pub(super) const ACME: &[&str] = &[
+    "domains",
+    "contact",
+    "directory",
+    "cache",
+    "ca_roots",
+    "challenge",
+];
 pub(super) const UPSTREAM: &[&str] = &["url", "connect_timeout", "timeout"];
 pub(super) const LIMITS: &[&str] = &[
     "max_body",
@@ -57,7 +65,7 @@ pub(super) const GEETEST: &[&str] = &[
     "breaker_failures",
     "breaker_cooldown",
 ];
-pub(super) const THROTTLE: &[&str] = &["rate", "burst", "max_clients"];
+pub(super) const THROTTLE: &[&str] = &["rate", "burst", "max_clients", "store"];
 pub(super) const CAPTCHA: &[&str] = &["id", "key", "key_env", "key_file"];
 pub(super) const REPLAY: &[&str] = &[
     "store",
@@ -132,6 +140,8 @@ pub(super) struct RawThrottle {
     pub rate: OptSpanned<String>,
     pub burst: OptSpanned<i64>,
     pub max_clients: OptSpanned<i64>,
+    /// "memory", "replay" or a redis:// URL.
+    pub store: OptSpanned<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -149,6 +159,17 @@ pub(super) struct RawServer {
 pub(super) struct RawTls {
     pub cert: OptSpanned<String>,
     pub key: OptSpanned<String>,
+    pub acme: OptSpanned<RawAcme>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawAcme {
+    pub domains: OptSpanned<Vec<Spanned<String>>>,
+    pub contact: OptSpanned<String>,
+    pub directory: OptSpanned<String>,
+    pub cache: OptSpanned<String>,
+    pub ca_roots: OptSpanned<String>,
+    pub challenge: OptSpanned<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -16,7 +16,7 @@ use super::load::Validator;
 use super::raw;
 use super::{
     Captcha, CaptchaKey, EncodedSlash, GeetestConfig, Limits, OnError, OnStoreError, PathRules,
-    ReplayConfig, ServerConfig, ThrottleConfig, UpstreamConfig,
+    ReplayConfig, ReplayStoreKind, ServerConfig, ThrottleConfig, ThrottleStore, UpstreamConfig,
 };
 
 /// Clock skew allowed on top of `max_token_age` when sizing the replay TTL.
@@ -249,9 +249,11 @@ impl Validator<'_, '_> {
         }
     }
 
+    /// `replay` is the replay store, which `store = "replay"` needs to be Redis.
     pub(super) fn throttle(
         &mut self,
         raw: Option<&Spanned<raw::RawThrottle>>,
+        replay: &ReplayStoreKind,
     ) -> Option<ThrottleConfig> {
         let raw = raw?.get_ref();
         let per_second = match &raw.rate {
@@ -263,7 +265,42 @@ impl Validator<'_, '_> {
             per_second,
             burst: u32::try_from(burst).unwrap_or(u32::MAX),
             max_clients: self.count(raw.max_clients.as_ref(), "throttle.max_clients", 100_000),
+            store: self.throttle_store(raw.store.as_ref(), replay),
         })
+    }
+
+    fn throttle_store(
+        &mut self,
+        value: Option<&Spanned<String>>,
+        replay: &ReplayStoreKind,
+    ) -> ThrottleStore {
+        let Some(v) = value else {
+            return ThrottleStore::Memory;
+        };
+        match v.get_ref().as_str() {
+            "replay" if *replay == ReplayStoreKind::Memory => {
+                self.error(
+                    v.span(),
+                    "throttle.store = \"replay\" shares the replay store's Redis, but replay.store is \"memory\": set replay.store to a redis:// URL, or give throttle.store its own",
+                );
+                ThrottleStore::Memory
+            }
+            "replay" => ThrottleStore::Replay,
+            "memory" => ThrottleStore::Memory,
+            s if s.starts_with("redis://") || s.starts_with("rediss://") => {
+                match self.replay_store(Some(v), "throttle.store") {
+                    ReplayStoreKind::Redis { url } => ThrottleStore::Redis { url },
+                    ReplayStoreKind::Memory => ThrottleStore::Memory,
+                }
+            }
+            _ => {
+                self.error(
+                    v.span(),
+                    "throttle.store must be \"memory\", \"replay\" (the replay store's Redis) or a redis:// or rediss:// URL",
+                );
+                ThrottleStore::Memory
+            }
+        }
     }
 
     pub(super) fn captchas(
@@ -323,7 +360,7 @@ impl Validator<'_, '_> {
         max_token_age: Duration,
         token_age_span: Option<Range<usize>>,
     ) -> ReplayConfig {
-        let store = self.replay_store(raw.store.as_ref());
+        let store = self.replay_store(raw.store.as_ref(), "replay.store");
         let ttl = self.duration(raw.ttl.as_ref(), "replay.ttl", Duration::from_secs(900));
         let floor = max_token_age.saturating_add(CLOCK_SKEW);
         if ttl < floor {

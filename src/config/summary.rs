@@ -4,7 +4,10 @@ use std::fmt::Write;
 
 use humantime::format_duration;
 
-use super::{Config, EncodedSlash, Methods, OnError, PathMatch, ReplayStoreKind};
+use super::{
+    AcmeChallenge, Config, EncodedSlash, Methods, OnError, PathMatch, ReplayStoreKind,
+    ThrottleStore,
+};
 
 impl Config {
     pub fn summary(&self) -> String {
@@ -20,6 +23,19 @@ impl Config {
             listeners.push(format!("admin {a} (metrics, health)"));
         }
         let _ = writeln!(out, "listeners: {}", listeners.join(", "));
+        if let Some(a) = &self.acme {
+            let _ = writeln!(
+                out,
+                "tls: ACME certificate for {} from {} ({}), cached in {}",
+                a.domains.join(", "),
+                a.directory,
+                match a.challenge {
+                    AcmeChallenge::TlsAlpn01 => "tls-alpn-01 on the https listener",
+                    AcmeChallenge::Http01 => "http-01 on the http listener",
+                },
+                a.cache.display()
+            );
+        }
         if !self.server.trusted_proxies.is_empty() {
             let nets: Vec<String> = self
                 .server
@@ -80,8 +96,14 @@ impl Config {
         if let Some(t) = &self.throttle {
             let _ = writeln!(
                 out,
-                "throttle: {:.2} refused proofs/s per client, burst {}, {} clients tracked at most",
-                t.per_second, t.burst, t.max_clients
+                "throttle: {:.2} refused proofs/s per client, burst {}, {}",
+                t.per_second,
+                t.burst,
+                match t.store {
+                    ThrottleStore::Memory => format!("{} clients tracked at most", t.max_clients),
+                    ThrottleStore::Replay => "in the replay store's redis".to_owned(),
+                    ThrottleStore::Redis { .. } => "in redis".to_owned(),
+                }
             );
         }
         let p = &self.paths;

@@ -15,7 +15,18 @@ pub(super) fn report_unknown_keys(top: &DeTable<'_>, report: &mut Report<'_>) {
     for (key, value) in top {
         let sub = match key.get_ref().as_ref() {
             "server" => raw::SERVER,
-            "tls" => raw::TLS,
+            "tls" => {
+                if let DeValue::Table(t) = value.get_ref() {
+                    report_unknown_keys_in(t, raw::TLS, "[tls]", report);
+                    let acme = t.iter().find(|(k, _)| k.get_ref() == "acme");
+                    if let Some((_, acme)) = acme
+                        && let DeValue::Table(a) = acme.get_ref()
+                    {
+                        report_unknown_keys_in(a, raw::ACME, "[tls.acme]", report);
+                    }
+                }
+                continue;
+            }
             "upstream" => raw::UPSTREAM,
             "limits" => raw::LIMITS,
             "paths" => raw::PATHS,

@@ -33,12 +33,12 @@ use http::request::Parts;
 use http_body::Body;
 use tokio::sync::oneshot;
 
-use crate::config::{Captcha, CaptchaKey, Config, Route};
+use crate::config::{Captcha, CaptchaKey, Config, Route, ThrottleStore};
 use crate::geetest::{Proof, ValidateClient, ValidateError, Verdict};
 use crate::http_common::HeldBody;
 use crate::metrics::Metrics;
 use crate::refusal::{Audience, Refusal};
-use crate::replay::{LotKey, ReplayStore};
+use crate::replay::{LotKey, RedisLink, ReplayStore};
 use admission::ConnAdmission;
 use body::{Held, forwardable};
 use fields::{FieldError, body_format, check_headers, check_shapes, extract};
@@ -149,7 +149,14 @@ pub struct Gate<V = ValidateClient> {
 }
 
 impl Gate {
-    pub fn new(config: &Config, store: Arc<dyn ReplayStore>, metrics: Arc<Metrics>) -> Self {
+    /// `throttle_link`: the Redis of `throttle.store`, connected at start;
+    /// without it the throttle keeps its buckets in memory.
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn ReplayStore>,
+        throttle_link: Option<&RedisLink>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let validate = ValidateClient::with_breaker(
             &config.geetest.api_servers,
             config.geetest.timeout,
@@ -165,7 +172,16 @@ impl Gate {
             body_timeout: config.limits.header_read_timeout,
             max_token_age: config.geetest.max_token_age,
         };
-        let throttle = config.throttle.as_ref().map(Throttle::new);
+        let throttle = config.throttle.as_ref().map(|t| match throttle_link {
+            Some(link) if t.store != ThrottleStore::Memory => Throttle::shared(
+                t,
+                link.clone(),
+                &config.replay.key_prefix,
+                config.replay.on_store_error,
+                metrics.throttle_store_errors.clone(),
+            ),
+            _ => Throttle::new(t),
+        });
         Self::with_validate(validate, limits, throttle, store, metrics)
     }
 }
@@ -199,18 +215,24 @@ impl<V: Validate> Gate<V> {
     ) -> Decision {
         let (parts, body) = req.into_parts();
         let mut log = LogFields::default();
-        let decision = match self.throttle.as_ref().and_then(|t| t.blocked(client)) {
+        let blocked = match &self.throttle {
+            Some(throttle) => throttle.blocked(client).await,
+            None => Ok(None),
+        };
+        let decision = match blocked {
             // Throttled before the body is read or GeeTest is asked.
-            Some(wait) => Err(NotAdmitted::Refused(Refusal::Throttled {
+            Ok(Some(wait)) => Err(NotAdmitted::Refused(Refusal::Throttled {
                 retry_after: wait.as_secs().max(1),
             })),
-            None => self.decide(route, &parts, body, client, &mut log).await,
+            Err(refusal) => Err(NotAdmitted::Refused(refusal)),
+            Ok(None) => self.decide(route, &parts, body, client, &mut log).await,
         };
         let refusal = decision.as_ref().err().map(NotAdmitted::refusal);
         if let (Some(throttle), Some(refusal)) = (&self.throttle, &refusal)
             && refusal.is_client_fault()
         {
-            throttle.charge(client);
+            // Before the answer, so the client's next request sees it.
+            throttle.charge(client).await;
         }
         let (outcome, reason) = match (&refusal, &decision) {
             (Some(refusal), _) => (refusal.code(), refusal.reason()),

@@ -3,8 +3,21 @@
 //! Each refusal a client earns (missing, malformed, expired, replayed or
 //! failed proof) takes a token; tokens come back at `per_second`. A client
 //! with no token left gets 429 and `Retry-After` before any body is read or
-//! GeeTest is called. Memory is bounded by `max_clients`: full buckets (idle
-//! clients) are swept, and beyond the bound new clients are not tracked.
+//! GeeTest is called.
+//!
+//! By default the buckets are this instance's ([`LocalThrottle`]). Memory is
+//! bounded by `max_clients`: full buckets (idle clients) are swept, and
+//! beyond the bound new clients are not tracked.
+//!
+//! With `store` naming a Redis, the fleet shares one bucket per address
+//! ([`FleetBuckets`]): the same bucket, kept as a GCRA "theoretical arrival
+//! time" in one key per address, read or charged by one Lua script (one
+//! round trip, atomic, on Redis's clock so the instances' clocks do not
+//! matter). A key expires when its bucket is full again, so Redis holds only
+//! the addresses that were refused recently. When Redis cannot be reached,
+//! the replay store's `on_store_error` decides: `local` falls back to this
+//! instance's buckets (which every charge also updates, so an outage does
+//! not forgive this instance's recent refusals), `deny` answers 503.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -12,9 +25,141 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
-use tracing::warn;
+use prometheus_client::metrics::counter::Counter;
+use tracing::{debug, warn};
 
-use crate::config::ThrottleConfig;
+use crate::config::{OnStoreError, ThrottleConfig};
+use crate::refusal::Refusal;
+use crate::replay::{RedisLink, StoreError};
+
+/// The throttle the gate asks: this instance's buckets, or the fleet's.
+#[derive(Debug)]
+pub struct Throttle {
+    local: LocalThrottle,
+    fleet: Option<FleetBuckets>,
+}
+
+impl Throttle {
+    /// This instance's buckets only.
+    pub fn new(config: &ThrottleConfig) -> Self {
+        Self {
+            local: LocalThrottle::new(config),
+            fleet: None,
+        }
+    }
+
+    /// Buckets shared through `link`, under `prefix`; `policy` says what to
+    /// do while Redis cannot be reached, `errors` counts those failures.
+    pub fn shared(
+        config: &ThrottleConfig,
+        link: RedisLink,
+        prefix: &str,
+        policy: OnStoreError,
+        errors: Counter,
+    ) -> Self {
+        Self {
+            local: LocalThrottle::new(config),
+            fleet: Some(FleetBuckets {
+                link,
+                script: redis::Script::new(GCRA),
+                prefix: format!("{prefix}throttle:"),
+                ms_per_token: 1000.0 / config.per_second,
+                burst: config.burst,
+                policy,
+                errors,
+            }),
+        }
+    }
+
+    /// `Ok(Some(wait))` when `client` has no refusal left: how long until it
+    /// has one. `Err` when the fleet's buckets cannot be read and
+    /// `on_store_error` is `deny`.
+    pub async fn blocked(&self, client: IpAddr) -> Result<Option<Duration>, Refusal> {
+        let Some(fleet) = &self.fleet else {
+            return Ok(self.local.blocked(client));
+        };
+        match fleet.call(client, false).await {
+            Ok(wait) => Ok(wait),
+            Err(e) if fleet.fall_back("check", &e) => Ok(self.local.blocked(client)),
+            Err(_) => Err(Refusal::CaptchaUnavailable(
+                "verification is temporarily unavailable",
+            )),
+        }
+    }
+
+    /// Takes one token from `client` for a refusal.
+    pub async fn charge(&self, client: IpAddr) {
+        let Some(fleet) = &self.fleet else {
+            return self.local.charge(client);
+        };
+        if fleet.policy == OnStoreError::Local {
+            self.local.charge(client);
+        }
+        if let Err(e) = fleet.call(client, true).await {
+            fleet.fall_back("charge", &e);
+        }
+    }
+}
+
+/// The fleet's buckets in Redis.
+#[derive(Debug)]
+struct FleetBuckets {
+    link: RedisLink,
+    script: redis::Script,
+    prefix: String,
+    ms_per_token: f64,
+    burst: u32,
+    policy: OnStoreError,
+    errors: Counter,
+}
+
+/// The bucket as GCRA: the key holds the time (ms, Redis's clock) at which
+/// the bucket is full again, `tat`; it holds `burst - (tat - now) / interval`
+/// tokens. ARGV: ms per token, burst, "1" to take a token. Returns the wait
+/// in ms until one token is there (0: not blocked). Taking never goes below
+/// zero tokens, as in memory, so a throttled client is not pushed further.
+const GCRA: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+if ARGV[3] == '1' then
+  tat = math.min(tat + interval, now + burst * interval)
+  redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.max(1, math.ceil(tat - now)))
+end
+return math.max(0, math.ceil(tat - now - (burst - 1) * interval))
+";
+
+impl FleetBuckets {
+    async fn call(&self, client: IpAddr, charge: bool) -> Result<Option<Duration>, StoreError> {
+        let mut invocation = self.script.key(format!("{}{client}", self.prefix));
+        invocation
+            .arg(self.ms_per_token)
+            .arg(self.burst)
+            .arg(u8::from(charge));
+        let wait_ms: u64 = self.link.invoke(&invocation).await?;
+        Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms)))
+    }
+
+    /// Counts and logs a failure, and says whether to go on locally. While
+    /// Redis is known down the outage was warned once by the link.
+    fn fall_back(&self, op: &'static str, e: &StoreError) -> bool {
+        self.errors.inc();
+        let local = self.policy == OnStoreError::Local;
+        let fallback = if local { "local" } else { "deny" };
+        if matches!(e, StoreError::Down(_)) {
+            debug!(op, error = %e, fallback, "throttle store down");
+        } else {
+            crate::logging::throttled!(
+                warn!(op, error = %e, fallback, "throttle store unavailable")
+            );
+        }
+        local
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -22,8 +167,9 @@ struct Bucket {
     updated_ms: u64,
 }
 
+/// This instance's buckets.
 #[derive(Debug)]
-pub struct Throttle {
+pub struct LocalThrottle {
     buckets: DashMap<IpAddr, Bucket>,
     len: AtomicUsize,
     per_ms: f64,
@@ -33,7 +179,7 @@ pub struct Throttle {
     last_sweep_ms: AtomicU64,
 }
 
-impl Throttle {
+impl LocalThrottle {
     pub fn new(config: &ThrottleConfig) -> Self {
         Self {
             buckets: DashMap::new(),
@@ -129,11 +275,12 @@ impl Throttle {
 mod tests {
     use super::*;
 
-    fn throttle(per_second: f64, burst: u32, max_clients: usize) -> Throttle {
-        Throttle::new(&ThrottleConfig {
+    fn throttle(per_second: f64, burst: u32, max_clients: usize) -> LocalThrottle {
+        LocalThrottle::new(&ThrottleConfig {
             per_second,
             burst,
             max_clients,
+            store: crate::config::ThrottleStore::Memory,
         })
     }
 
@@ -152,7 +299,7 @@ mod tests {
     }
 
     /// Moves the throttle's clock `by` forward, as if that much time had passed.
-    fn advance(t: &mut Throttle, by: Duration) {
+    fn advance(t: &mut LocalThrottle, by: Duration) {
         t.epoch = t.epoch.checked_sub(by).expect("the clock starts later");
     }
 

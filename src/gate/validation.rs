@@ -76,7 +76,7 @@ impl<V: Validate> Validation<V> {
             ) {
                 self.release().await;
             }
-            self.report_cancelled(settle, &settled);
+            self.report_cancelled(settle, &settled).await;
         }
     }
 
@@ -187,14 +187,14 @@ impl<V: Validate> Validation<V> {
             Settle::Record(_) | Settle::Release => Settle::Release,
         };
         self.apply(settle).await;
-        self.report_cancelled(settle, &settled);
+        self.report_cancelled(settle, &settled).await;
     }
 
-    fn report_cancelled(&self, settle: Settle, settled: &Settled) {
+    async fn report_cancelled(&self, settle: Settle, settled: &Settled) {
         if let (Some(throttle), Err(refusal)) = (&self.throttle, &settled.result)
             && refusal.is_client_fault()
         {
-            throttle.charge(self.client);
+            throttle.charge(self.client).await;
         }
         let verdict = match &settled.result {
             Ok(verdict) => verdict,

@@ -10,7 +10,7 @@ mod redis;
 
 pub use fallback::{FallbackStore, OnStoreError};
 pub use memory::MemoryStore;
-pub use redis::RedisStore;
+pub use redis::{RedisLink, RedisStore};
 
 use std::fmt;
 use std::future::Future;

@@ -16,14 +16,15 @@
 //! closes the breaker, so claims go to Redis again well within a second of
 //! it returning. A Redis that answers with an error (a full or read-only
 //! server) is reachable: its errors fail the command but do not open the
-//! breaker.
+//! breaker. The breaker and connection are a [`RedisLink`], which the
+//! throttle shares when it keeps its buckets in the same Redis.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError, Value};
+use redis::{Client, RedisError, ScriptInvocation, Value};
 use tokio::runtime::Handle;
 use tracing::{info, warn};
 
@@ -33,40 +34,52 @@ use super::{BoxFuture, Claim, LotKey, LotState, ReplayStore, StoreError};
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 
 pub struct RedisStore {
-    inner: Arc<Inner>,
+    link: RedisLink,
     prefix: String,
     ttl_ms: u64,
 }
 
-/// What the probe shares with the store; the probe holds it weakly and ends
-/// when the store is dropped.
+/// One Redis server behind its breaker: a multiplexed connection that
+/// reconnects, each command bounded by `timeout`. Cloned by everything that
+/// shares the server (the replay store, the throttle), so they share one
+/// connection and one breaker.
+#[derive(Clone)]
+pub struct RedisLink {
+    inner: Arc<Inner>,
+}
+
+/// What the probe shares with the link; the probe holds it weakly and ends
+/// when every clone of the link is dropped.
 struct Inner {
     conn: ConnectionManager,
     timeout: Duration,
     /// The URL without credentials, for messages.
     display: String,
+    /// What the server is for, in messages ("replay store").
+    role: &'static str,
     /// The breaker: set while Redis is known unreachable.
     down: AtomicBool,
-    /// Where the probe runs: the runtime the store was built on, which lives
+    /// Where the probe runs: the runtime the link was built on, which lives
     /// as long as the server (a request's worker runtime may not).
     runtime: Option<Handle>,
 }
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RedisStore({})", self.inner.display)
+        write!(f, "RedisStore({})", self.link.inner.display)
     }
 }
 
-impl RedisStore {
-    /// Prepares the store without connecting: gatekeeper starts even while
+impl std::fmt::Debug for RedisLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisLink({})", self.inner.display)
+    }
+}
+
+impl RedisLink {
+    /// Prepares the link without connecting: gatekeeper starts even while
     /// Redis is down, and connects on first use.
-    pub fn new(
-        url: &str,
-        prefix: &str,
-        ttl: Duration,
-        timeout: Duration,
-    ) -> Result<Self, StoreError> {
+    pub fn new(url: &str, timeout: Duration, role: &'static str) -> Result<Self, StoreError> {
         let client = Client::open(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let display = redacted(url);
         let config = ConnectionManagerConfig::new()
@@ -81,11 +94,10 @@ impl RedisStore {
                 conn,
                 timeout,
                 display,
+                role,
                 down: AtomicBool::new(false),
                 runtime: Handle::try_current().ok(),
             }),
-            prefix: prefix.to_owned(),
-            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1),
         })
     }
 
@@ -94,16 +106,37 @@ impl RedisStore {
         self.inner.down.load(Ordering::Acquire)
     }
 
-    fn key(&self, lot: LotKey) -> String {
-        format!("{}lot:{}", self.prefix, hex::encode(lot.0))
+    /// Sends `cmd`, or fails at once while the breaker is open.
+    pub async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        self.guarded(async {
+            let mut conn = self.inner.conn.clone();
+            cmd.query_async::<T>(&mut conn).await
+        })
+        .await
     }
 
-    async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+    /// Runs a script (`EVALSHA`, loading it once if Redis lacks it), or fails
+    /// at once while the breaker is open.
+    pub async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        script: &ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        self.guarded(async {
+            let mut conn = self.inner.conn.clone();
+            script.invoke_async::<T>(&mut conn).await
+        })
+        .await
+    }
+
+    async fn guarded<T>(
+        &self,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
         let inner = &self.inner;
         if inner.down.load(Ordering::Acquire) {
             return Err(StoreError::Down(inner.display.clone()));
         }
-        match inner.query(cmd).await {
+        match inner.bounded(call).await {
             Ok(v) => Ok(v),
             Err(Failure::Unreachable(message)) => {
                 Inner::trip(&self.inner, &message);
@@ -112,7 +145,29 @@ impl RedisStore {
             Err(Failure::Refused(message)) => Err(StoreError::Unavailable(message)),
         }
     }
+}
 
+impl RedisStore {
+    pub fn new(link: RedisLink, prefix: &str, ttl: Duration) -> Self {
+        Self {
+            link,
+            prefix: prefix.to_owned(),
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1),
+        }
+    }
+
+    /// Whether the breaker is open (Redis known unreachable).
+    pub fn is_down(&self) -> bool {
+        self.link.is_down()
+    }
+
+    fn key(&self, lot: LotKey) -> String {
+        format!("{}lot:{}", self.prefix, hex::encode(lot.0))
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        self.link.run(cmd).await
+    }
     async fn claim_async(&self, lot: LotKey) -> Result<Claim, StoreError> {
         let key = self.key(lot);
         let set = redis::cmd("SET")
@@ -174,9 +229,11 @@ enum Failure {
 }
 
 impl Inner {
-    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Failure> {
-        let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, Failure> {
+        match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) if unreachable(&e) => {
                 Err(Failure::Unreachable(format!("{}: {e}", self.display)))
@@ -189,12 +246,20 @@ impl Inner {
         }
     }
 
+    async fn ping(&self) -> bool {
+        let mut conn = self.conn.clone();
+        let ping = redis::cmd("PING");
+        self.bounded(ping.query_async::<Value>(&mut conn))
+            .await
+            .is_ok()
+    }
+
     /// Opens the breaker; the caller that opens it starts the probe.
     fn trip(this: &Arc<Self>, why: &str) {
         if this.down.swap(true, Ordering::AcqRel) {
             return;
         }
-        warn!(error = %why, "replay store unreachable: failing at once until it answers again");
+        warn!(error = %why, "{} unreachable: failing at once until it answers again", this.role);
         let probe = Self::probe(Arc::downgrade(this));
         match this.runtime.as_ref() {
             Some(runtime) => drop(runtime.spawn(probe)),
@@ -210,17 +275,13 @@ impl Inner {
         loop {
             tokio::time::sleep(PROBE_INTERVAL).await;
             let Some(inner) = this.upgrade() else { return };
-            let ping = redis::cmd("PING");
-            let mut up = inner.query::<Value>(&ping).await.is_ok();
-            if !up {
-                up = inner.query::<Value>(&ping).await.is_ok();
-            }
+            let up = inner.ping().await || inner.ping().await;
             if up {
                 inner.down.store(false, Ordering::Release);
                 info!(
                     store = %inner.display,
                     down_ms = since.elapsed().as_millis() as u64,
-                    "replay store reachable again"
+                    "{} reachable again", inner.role
                 );
                 return;
             }

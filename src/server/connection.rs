@@ -181,11 +181,14 @@ where
         shutdown.clone(),
     );
     let admission = ConnAdmission::new(shared.admission.clone());
+    // HTTP-01 is answered on the cleartext listener, before routing.
+    let acme = shared.acme.clone().filter(|_| info.scheme == "http");
     let service = {
         let activity = activity.clone();
         let info = info.clone();
         service_fn(move |mut req: Request<Incoming>| {
             let info = info.clone();
+            let challenge = acme.as_ref().and_then(|a| a.http_challenge(&req));
             // Each request runs on the configuration of the moment it arrived.
             let proxy = live.load().proxy.clone();
             let guard = InFlight::begin(activity.clone());
@@ -208,7 +211,10 @@ where
                 // Boxed: hyper keeps a slot of this future's size on every
                 // connection, idle or not; boxed, the slot is a pointer and
                 // the request's state exists only while it runs.
-                let resp = Box::pin(proxy.handle(req, info)).await;
+                let resp = match challenge {
+                    Some(answer) => answer,
+                    None => Box::pin(proxy.handle(req, info)).await,
+                };
                 Ok::<_, Infallible>(resp.map(|body| Tracked {
                     inner: body,
                     _guard: guard,

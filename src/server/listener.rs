@@ -192,6 +192,9 @@ async fn serve_tls(
             // The protocol comes from ALPN, never from sniffing bytes.
             let protocol = match tls.get_ref().1.alpn_protocol() {
                 Some(b"h2") => Protocol::Http2,
+                // A TLS-ALPN-01 validation: the handshake was the answer
+                // (RFC 8737 §3), nothing is served on it.
+                Some(super::acme::ACME_TLS_ALPN) => return,
                 _ => Protocol::Http1,
             };
             connection::serve(tls, protocol, info, live, shared, drain, permit)

@@ -10,6 +10,7 @@
 //! permit is taken before `accept`, so excess clients wait in the kernel's
 //! backlog instead of costing memory here.
 
+pub mod acme;
 mod activity;
 mod admin;
 pub mod connection;
@@ -30,13 +31,13 @@ use tokio::sync::{Semaphore, watch};
 use tracing::{error, info, warn};
 
 use crate::challenge::KeptStore;
-use crate::config::{Config, ReplayStoreKind};
+use crate::config::{Config, ReplayStoreKind, ThrottleStore};
 use crate::gate::Gate;
 use crate::gate::admission::Admission;
 use crate::metrics::{Metrics, ResultLabels};
 use crate::pool::Reuse;
 use crate::proxy::Proxy;
-use crate::replay::{FallbackStore, MemoryStore, RedisStore, ReplayStore};
+use crate::replay::{FallbackStore, MemoryStore, RedisLink, RedisStore, ReplayStore};
 use listener::{Listener, Role};
 use workers::{WorkerThreads, Workers};
 
@@ -68,6 +69,11 @@ pub struct Shared {
     pub pools: Arc<Reuse>,
     /// The body budget and per-address counts; a reload changes only their limits.
     pub admission: Arc<Admission>,
+    /// The Redis of `throttle.store` as the process started (the replay
+    /// store's own link for `"replay"`).
+    pub throttle_link: Option<RedisLink>,
+    /// `[tls.acme]` as the process started: its certificates and challenge answers.
+    pub acme: Option<Arc<acme::Acme>>,
     ready: AtomicBool,
 }
 
@@ -101,41 +107,63 @@ pub struct RunningServer {
     connections: Arc<Semaphore>,
     max_connections: u32,
     cert_watch: tokio::task::JoinHandle<()>,
+    /// Obtains and renews `[tls.acme]` certificates.
+    acme_task: Option<tokio::task::JoinHandle<()>>,
     workers: Workers,
     /// Declared last: the worker threads stop when everything else is gone.
     _worker_threads: WorkerThreads,
 }
 
-fn build_store(
-    config: &Config,
-    metrics: &Metrics,
-) -> Result<(Arc<dyn ReplayStore>, Arc<MemoryStore>), StartError> {
+/// The replay store, its local memory, and the throttle's Redis link.
+type Stores = (Arc<dyn ReplayStore>, Arc<MemoryStore>, Option<RedisLink>);
+
+fn build_stores(config: &Config, metrics: &Metrics) -> Result<Stores, StartError> {
     let replay = &config.replay;
     let local = MemoryStore::new(replay.ttl, replay.max_entries);
     local.spawn_sweeper(Duration::from_secs(10));
-    let store: Arc<dyn ReplayStore> = match &replay.store {
-        ReplayStoreKind::Memory => local.clone(),
+    let (store, replay_link): (Arc<dyn ReplayStore>, _) = match &replay.store {
+        ReplayStoreKind::Memory => (local.clone(), None),
         ReplayStoreKind::Redis { url } => {
-            let shared = RedisStore::new(url, &replay.key_prefix, replay.ttl, replay.timeout)
+            let link = RedisLink::new(url, replay.timeout, "replay store")
                 .map_err(|e| StartError::Store(format!("replay store: {e}")))?;
-            Arc::new(FallbackStore::new(
+            let shared = RedisStore::new(link.clone(), &replay.key_prefix, replay.ttl);
+            let store = Arc::new(FallbackStore::new(
                 Arc::new(shared),
                 local.clone(),
                 replay.on_store_error,
                 metrics.replay_store_errors.clone(),
-            ))
+            ));
+            (store, Some(link))
         }
     };
-    Ok((store, local))
+    let throttle_link = match config.throttle.as_ref().map(|t| &t.store) {
+        None | Some(ThrottleStore::Memory) => None,
+        Some(ThrottleStore::Replay) => replay_link,
+        Some(ThrottleStore::Redis { url }) => Some(
+            RedisLink::new(url, replay.timeout, "throttle store")
+                .map_err(|e| StartError::Store(format!("throttle store: {e}")))?,
+        ),
+    };
+    Ok((store, local, throttle_link))
 }
 
 fn generation(config: Config, shared: &Shared) -> Result<Generation, StartError> {
-    let tls = match &config.tls {
-        Some(files) => Some(tls::server_config(&files.cert, &files.key).map_err(StartError::Tls)?),
-        None => None,
+    let tls = match (&config.tls, &shared.acme) {
+        (Some(files), _) => {
+            Some(tls::server_config(&files.cert, &files.key).map_err(StartError::Tls)?)
+        }
+        (None, Some(acme)) if config.acme.is_some() => {
+            Some(tls::acme_server_config(acme.resolver.clone()).map_err(StartError::Tls)?)
+        }
+        (None, _) => None,
     };
     let proxy = shared.pools.scope(|| {
-        let gate = Gate::new(&config, shared.store.clone(), shared.metrics.clone());
+        let gate = Gate::new(
+            &config,
+            shared.store.clone(),
+            shared.throttle_link.as_ref(),
+            shared.metrics.clone(),
+        );
         let kept = shared.kept.clone();
         Arc::new(Proxy::new(&config, gate, kept, shared.metrics.clone()))
     });
@@ -149,13 +177,17 @@ fn generation(config: Config, shared: &Shared) -> Result<Generation, StartError>
 /// Binds every listener in `config` and starts serving.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let metrics = Arc::new(Metrics::new());
-    let (store, local_store) = build_store(&config, &metrics)?;
+    let (store, local_store, throttle_link) = build_stores(&config, &metrics)?;
     let kept = crate::challenge::store_for(&config.challenge, &config.replay)
         .map_err(|e| StartError::Store(format!("kept-request store: {e}")))?;
     let admission = Arc::new(Admission::new(
         &config.limits,
         metrics.buffered_body_bytes.clone(),
     ));
+    let acme = config
+        .acme
+        .clone()
+        .map(|a| acme::Acme::new(a, metrics.acme_orders.clone()));
     let shared = Arc::new(Shared {
         metrics,
         store,
@@ -163,6 +195,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         kept,
         pools: Arc::new(Reuse::default()),
         admission,
+        throttle_link,
+        acme: acme.clone(),
         ready: AtomicBool::new(false),
     });
     let max_connections = u32::try_from(config.limits.max_connections).unwrap_or(u32::MAX);
@@ -178,6 +212,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         http_addr: None,
         admin_addr: None,
         cert_watch: watch_certs::spawn(live.clone()),
+        acme_task: None,
         live,
         shared,
         listeners: HashMap::new(),
@@ -188,6 +223,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         _worker_threads: worker_threads,
     };
     server.bind_listeners().await?;
+    // Once listening: the CA's validation reaches the listeners.
+    server.acme_task = server.shared.acme.as_ref().map(acme::Acme::spawn);
     server.shared.ready.store(true, Ordering::Release);
     let config = server.live.load().config.clone();
     info!(upstream = %config.upstream.url, routes = config.routes.len(), hash = %config.hash, "gatekeeper started");
@@ -272,12 +309,23 @@ impl RunningServer {
         {
             warn!("[replay] changes take effect at the next restart");
         }
+        let store = |c: &Config| {
+            c.throttle
+                .as_ref()
+                .map_or(ThrottleStore::Memory, |t| t.store.clone())
+        };
+        if store(&config) != store(old) {
+            warn!("throttle.store changes take effect at the next restart");
+        }
         let (new, was) = (&config.challenge, &old.challenge);
         if new.ttl != was.ttl
             || new.max_entries != was.max_entries
             || new.max_bytes != was.max_bytes
         {
             warn!("[challenge] ttl, max_entries and max_bytes take effect at the next restart");
+        }
+        if config.acme != old.acme {
+            warn!("[tls.acme] changes take effect at the next restart");
         }
         if config.limits.max_connections != old.limits.max_connections {
             warn!("limits.max_connections takes effect at the next restart");
@@ -320,6 +368,9 @@ impl RunningServer {
             warn!("shutdown grace period ended with requests still in flight");
         }
         self.cert_watch.abort();
+        if let Some(task) = &self.acme_task {
+            task.abort();
+        }
         for (_, l) in self.listeners.drain() {
             l.stop();
         }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use proptest::strategy::Strategy;
 
-use gatekeeper::config::{ConfigError, PathMatch, ReplayStoreKind, parse_str};
+use gatekeeper::config::{
+    AcmeChallenge, ConfigError, PathMatch, ReplayStoreKind, ThrottleStore, parse_str,
+};
 
 const KEY: &str = "b09a7aafbfd83f73b35a9b530d0337bf";
 
@@ -167,6 +169,80 @@ fn tls_files_are_checked_and_named() {
     assert!(parse_str(&cfg("cert.pem", "sec1.pem"), &path).is_ok());
 }
 
+#[test]
+fn tls_acme_is_checked_and_located() {
+    // Lines 1-3: server and upstream; [tls.acme] is line 4, its keys from 5.
+    let acme = |keys: &str| {
+        format!(
+            "[server]\nhttps = \"0.0.0.0:443\"\nhttp = \"0.0.0.0:80\"\n[tls.acme]\n{keys}[upstream]\nurl = \"http://127.0.0.1:3000\"\n"
+        )
+    };
+    let good = "domains = [\"example.com\", \"www.example.com\"]\ncontact = \"mailto:ops@example.com\"\ncache = \"acme\"\n";
+    let c = parse_str(&acme(good), Path::new("/etc/gk/gk.toml")).unwrap();
+    let a = c.acme.unwrap();
+    assert_eq!(a.domains, ["example.com", "www.example.com"]);
+    assert_eq!(
+        a.directory,
+        "https://acme-v02.api.letsencrypt.org/directory"
+    );
+    assert_eq!(a.cache, Path::new("/etc/gk/acme"));
+    assert_eq!(a.challenge, AcmeChallenge::TlsAlpn01);
+    assert!(c.tls.is_none());
+
+    let cases = [
+        (
+            "domains = []\ncache = \"a\"\n",
+            "5:11: tls.acme.domains must name at least one domain",
+        ),
+        (
+            "domains = [\"*.example.com\"]\ncache = \"a\"\n",
+            "5:12: tls.acme.domains: \"*.example.com\": a wildcard needs the DNS-01 challenge",
+        ),
+        (
+            "domains = [\"localhost\"]\ncache = \"a\"\n",
+            "5:12: tls.acme.domains: \"localhost\": not a fully qualified domain name",
+        ),
+        (
+            "domains = [\"a.example\"]\ncontact = \"ops@example.com\"\ncache = \"a\"\n",
+            "6:11: tls.acme.contact must be \"mailto:name@example.com\"",
+        ),
+        (
+            "domains = [\"a.example\"]\ndirectory = \"http://ca.example/dir\"\ncache = \"a\"\n",
+            "6:13: tls.acme.directory must be an https:// URL",
+        ),
+        ("domains = [\"a.example\"]\n", "4:1: [tls.acme] needs cache"),
+        (
+            "domains = [\"a.example\"]\ncache = \"a\"\nchallenge = \"dns-01\"\n",
+            "7:13: tls.acme.challenge must be one of tls-alpn-01, http-01",
+        ),
+        (
+            "domains = [\"a.example\"]\ncache = \"a\"\ncahce = \"b\"\n",
+            "7:1: unknown key \"cahce\" in [tls.acme]; did you mean \"cache\"?",
+        ),
+    ];
+    for (keys, expected) in cases {
+        let msg = only(&acme(keys));
+        assert!(msg.starts_with(expected), "{keys}: {msg}");
+    }
+    // Files and ACME at once.
+    let both = "[server]\nhttps = \"0.0.0.0:443\"\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n[tls.acme]\ndomains = [\"a.example\"]\ncache = \"a\"\n[upstream]\nurl = \"http://127.0.0.1:3000\"\n";
+    assert!(
+        only(both).starts_with("4:8: [tls] takes cert and key, or [tls.acme], not both"),
+        "{}",
+        only(both)
+    );
+    // HTTP-01 needs the cleartext listener.
+    let text = acme("domains = [\"a.example\"]\ncache = \"a\"\nchallenge = \"http-01\"\n")
+        .replace("http = \"0.0.0.0:80\"\n", "");
+    let msg = only(&text);
+    assert!(
+        msg.starts_with(
+            "6:13: tls.acme.challenge = \"http-01\" is answered on the cleartext listener"
+        ),
+        "{msg}"
+    );
+}
+
 /// Re-wraps rcgen's P-256 PKCS#8 key as SEC1 (`EC PRIVATE KEY`): the SEC1
 /// structure is the OCTET STRING inside PKCS#8's privateKey field.
 fn sec1_pem(key: &rcgen::KeyPair) -> String {
@@ -276,6 +352,38 @@ fn replay_ttl_must_outlive_accepted_tokens() {
     assert!(
         only(&minimal("[replay]\nstore = \"memcached://x\"\n")).contains("replay.store must be")
     );
+}
+
+#[test]
+fn the_throttle_store_is_memory_the_replay_stores_redis_or_its_own() {
+    let store = |extra: &str| {
+        parse_str(&minimal(extra), Path::new("gk.toml"))
+            .unwrap()
+            .throttle
+            .unwrap()
+            .store
+    };
+    assert_eq!(store("[throttle]\n"), ThrottleStore::Memory);
+    assert_eq!(
+        store("[replay]\nstore = \"redis://r:6379\"\n[throttle]\nstore = \"replay\"\n"),
+        ThrottleStore::Replay
+    );
+    assert!(matches!(
+        store("[throttle]\nstore = \"rediss://u:p@r:6380/1\"\n"),
+        ThrottleStore::Redis { .. }
+    ));
+    let msg = only(&minimal("[throttle]\nstore = \"replay\"\n"));
+    assert!(
+        msg.starts_with("11:9: throttle.store = \"replay\" shares the replay store's Redis, but replay.store is \"memory\""),
+        "{msg}"
+    );
+    let msg = only(&minimal("[throttle]\nstore = \"memcached://x\"\n"));
+    assert!(
+        msg.starts_with("11:9: throttle.store must be \"memory\", \"replay\""),
+        "{msg}"
+    );
+    let msg = only(&minimal("[throttle]\nstroe = \"memory\"\n"));
+    assert!(msg.contains("did you mean \"store\""), "{msg}");
 }
 
 #[test]

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod acme;
 mod canonical;
 mod challenge;
 mod cli;
@@ -23,4 +24,5 @@ mod proxy;
 mod replay_redis;
 mod secrets;
 mod streaming;
+mod throttle_redis;
 mod upstream_pool;
