@@ -15,7 +15,7 @@ use super::unknown_keys::{key_at, report_unknown_keys};
 /// Whether validation reads what the file names outside itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Externals {
-    /// Read certificates, key files, key variables and the page template,
+    /// Read certificates, key files, key variables and page templates,
     /// as a running gatekeeper must.
     Read,
     /// Check every key and value but read none of them: for CI and for a
@@ -113,6 +113,7 @@ impl Validator<'_, '_> {
         let routes = self.routes(&raw.route, &captchas, &raw.captcha, geetest.on_error);
         let throttle = self.throttle(raw.throttle.as_ref());
         let challenge = self.challenge(&raw.challenge, limits.max_body, &geetest.api_servers);
+        let pages = self.pages(&raw.pages);
         Config {
             source: path.to_owned(),
             server,
@@ -126,6 +127,7 @@ impl Validator<'_, '_> {
             replay,
             throttle,
             challenge,
+            pages,
             hash: String::new(),
         }
     }

@@ -13,6 +13,7 @@ mod challenge;
 mod diagnostic;
 mod external;
 mod load;
+mod pages;
 mod raw;
 mod routes;
 mod sections;
@@ -20,9 +21,10 @@ mod summary;
 mod unknown_keys;
 mod values;
 
-pub use challenge::{DEFAULT_WIDGET_URL, TEMPLATE_PLACEHOLDERS};
+pub use challenge::DEFAULT_WIDGET_URL;
 pub use diagnostic::{ConfigError, Diagnostic};
 pub use load::{Externals, load_file, load_file_with, parse_str, parse_str_with};
+pub use pages::TEMPLATE_PLACEHOLDERS;
 pub use values::parse_duration;
 
 use std::collections::BTreeMap;
@@ -57,6 +59,8 @@ pub struct Config {
     pub throttle: Option<ThrottleConfig>,
     /// The challenge page that keeps a browser's request (`[challenge]`).
     pub challenge: ChallengeConfig,
+    /// The operator's own pages (`[pages]`).
+    pub pages: PagesConfig,
     /// SHA-256 of the file's text (hex, first 16 characters): which config is loaded.
     pub hash: String,
 }
@@ -233,6 +237,15 @@ pub struct ChallengeConfig {
     pub widget_url: Uri,
     /// The page template's text, read at load (placeholders checked).
     pub template: Option<Arc<str>>,
+}
+
+/// `[pages]`: templates read at load, their placeholders checked.
+#[derive(Debug, Clone, Default)]
+pub struct PagesConfig {
+    /// Every refusal page a browser is shown.
+    pub refusal: Option<Arc<str>>,
+    /// The page for a kept request that expired or is unknown.
+    pub expired: Option<Arc<str>>,
 }
 
 /// A token bucket per client address, charged by each refused proof.

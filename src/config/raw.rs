@@ -23,6 +23,7 @@ pub(super) const TOP: &[&str] = &[
     "throttle",
     "route",
     "challenge",
+    "pages",
 ];
 pub(super) const SERVER: &[&str] = &[
     "https",
@@ -68,6 +69,7 @@ pub(super) const REPLAY: &[&str] = &[
 ];
 pub(super) const CHALLENGE: &[&str] =
     &["ttl", "max_entries", "max_bytes", "widget_url", "template"];
+pub(super) const PAGES: &[&str] = &["refusal", "expired"];
 pub(super) const ROUTE: &[&str] = &[
     "challenge",
     "path",
@@ -101,6 +103,14 @@ pub(super) struct RawConfig {
     pub route: Vec<Spanned<RawRoute>>,
     #[serde(default)]
     pub challenge: RawChallenge,
+    #[serde(default)]
+    pub pages: RawPages,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawPages {
+    pub refusal: OptSpanned<String>,
+    pub expired: OptSpanned<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -64,6 +64,8 @@ pub struct Proxy {
     pub(super) gate: Gate,
     pub(super) challenges: Challenges,
     pub(super) trusted_proxies: Vec<IpNet>,
+    /// `[pages] refusal`, else the default page.
+    refusal_page: Option<Arc<str>>,
     metrics: Arc<Metrics>,
 }
 
@@ -93,6 +95,7 @@ impl Proxy {
             ),
             gate,
             trusted_proxies: config.server.trusted_proxies.clone(),
+            refusal_page: config.pages.refusal.clone(),
             metrics,
         }
     }
@@ -247,7 +250,10 @@ impl Proxy {
                         refusal, audience, ..
                     } => {
                         let redirect = route.reject_redirect.as_deref();
-                        return refusal.to_response(audience, redirect).map(Either::Right);
+                        let page = self.refusal_page.as_deref();
+                        return refusal
+                            .to_response(&audience, redirect, page)
+                            .map(Either::Right);
                     }
                 }
             }

@@ -18,6 +18,7 @@ mod geetest_sim;
 mod h2_floods;
 mod hostile;
 mod operations;
+mod pages;
 mod proxy;
 mod replay_redis;
 mod secrets;
