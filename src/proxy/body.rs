@@ -11,6 +11,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
+use super::counted::Tally;
 use super::upstream::Upload;
 use crate::pool::Lease;
 
@@ -24,8 +25,13 @@ pub fn empty() -> ProxyBody {
     Either::Right(Full::new(Bytes::new()))
 }
 
-pub fn streamed(body: Incoming) -> ProxyBody {
-    Either::Left(Streamed { body, lease: None })
+/// A client's request body, streamed on, its bytes added to `tally`.
+pub fn streamed(body: Incoming, tally: Tally) -> ProxyBody {
+    Either::Left(Streamed {
+        body,
+        lease: None,
+        tally: Some(tally),
+    })
 }
 
 pin_project! {
@@ -36,12 +42,17 @@ pin_project! {
         #[pin]
         body: Incoming,
         lease: Option<Lease<Upload>>,
+        tally: Option<Tally>,
     }
 }
 
 impl Streamed {
     pub(super) fn leased(body: Incoming, lease: Option<Lease<Upload>>) -> Self {
-        Self { body, lease }
+        Self {
+            body,
+            lease,
+            tally: None,
+        }
     }
 }
 
@@ -55,6 +66,11 @@ impl Body for Streamed {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let mut this = self.project();
         let frame = ready!(this.body.as_mut().poll_frame(cx));
+        if let (Some(tally), Some(Ok(frame))) = (this.tally.as_ref(), &frame)
+            && let Some(data) = frame.data_ref()
+        {
+            tally.add(data.len());
+        }
         match &frame {
             // A body of known length ends with its last bytes; hyper may not
             // poll again after them.

@@ -15,6 +15,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::body::ProxyBody;
 use super::challenge::Challenges;
+use super::counted::{Counted, Tally};
 use super::headers::drop_underscored;
 use super::headers::forwarding::{client_addr, is_trusted, peer_header, set_forwarding_headers};
 use super::headers::framing;
@@ -74,6 +75,54 @@ pub struct Proxy {
 pub(super) struct LogFields<'a> {
     pub(super) route: Option<&'a str>,
     upstream_ms: Option<u64>,
+    /// The bytes of a request body streamed upstream.
+    uploaded: Option<Tally>,
+}
+
+/// A request's one log line, its fields at the top level.
+struct RequestLine {
+    request_id: HeaderValue,
+    method: Method,
+    host: Option<HeaderValue>,
+    uri: http::Uri,
+    version: Version,
+    status: u16,
+    route: Option<String>,
+    bytes_in: Option<u64>,
+    uploaded: Option<Tally>,
+    upstream_ms: Option<u64>,
+    started: Instant,
+    peer: std::net::IpAddr,
+    user_agent: Option<HeaderValue>,
+    span: tracing::Span,
+}
+
+impl RequestLine {
+    fn log(self, bytes_out: u64) {
+        // Header values that are not visible ASCII are logged as "-".
+        fn text(v: &Option<HeaderValue>) -> &str {
+            v.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-")
+        }
+        let _span = self.span.enter();
+        info!(
+            request_id = self.request_id.to_str().unwrap_or("-"),
+            method = %self.method,
+            host = text(&self.host),
+            // The query is never logged: GeeTest's own demos put the proof there.
+            path = %self.uri.path(),
+            version = ?self.version,
+            status = self.status,
+            route = self.route.as_deref().unwrap_or("-"),
+            // Counted by now if streamed (a body refused before it was read: 0).
+            bytes_in = self.uploaded.as_ref().map_or(self.bytes_in, |t| Some(t.get())),
+            bytes_out,
+            upstream_ms = self.upstream_ms,
+            total_ms = self.started.elapsed().as_millis() as u64,
+            peer = %self.peer,
+            user_agent = text(&self.user_agent),
+            "request"
+        );
+    }
 }
 
 impl Proxy {
@@ -105,7 +154,7 @@ impl Proxy {
         self: Arc<Self>,
         mut req: Request<Incoming>,
         conn: ConnInfo,
-    ) -> Response<ProxyBody> {
+    ) -> Response<Counted<ProxyBody>> {
         let started = Instant::now();
         let request_id = self.request_id(&req, &conn);
         // The upstream gets the same id the logs carry.
@@ -118,6 +167,7 @@ impl Proxy {
             let version = req.version();
             let host = req.headers().get(HOST).cloned();
             let user_agent = req.headers().get(USER_AGENT).cloned();
+            // A declared length; else the bytes streamed upstream, counted.
             let bytes_in = req.body().size_hint().exact();
             let mut log = LogFields::default();
             let resp = match framing::judge(&mut req) {
@@ -134,31 +184,27 @@ impl Proxy {
                 resp
             };
             let status = resp.status().as_u16();
-            let took = started.elapsed();
-            self.metrics.request(log.route, &method, status, took);
-            // The query is never logged: GeeTest's own demos put the proof there.
-            // Header values that are not visible ASCII are logged as "-".
-            fn text(v: &Option<HeaderValue>) -> &str {
-                v.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-")
-            }
-            info!(
-                request_id = request_id.to_str().unwrap_or("-"),
-                method = %method,
-                host = text(&host),
-                path = %uri.path(),
-                version = ?version,
+            self.metrics
+                .request(log.route, &method, status, started.elapsed());
+            let line = RequestLine {
+                request_id,
+                method,
+                host,
+                uri,
+                version,
                 status,
-                route = log.route.unwrap_or("-"),
-                // Exact lengths: declared or fixed; absent for a streamed body.
+                route: log.route.map(str::to_owned),
                 bytes_in,
-                bytes_out = resp.body().size_hint().exact(),
-                upstream_ms = log.upstream_ms,
-                total_ms = took.as_millis() as u64,
-                peer = %conn.peer.ip(),
-                user_agent = text(&user_agent),
-                "request"
-            );
-            resp
+                uploaded: log.uploaded,
+                upstream_ms: log.upstream_ms,
+                started,
+                peer: conn.peer.ip(),
+                user_agent,
+                span: tracing::Span::current(),
+            };
+            // Logged when the answer's body has ended, or the client left:
+            // only then are the bytes each way known.
+            resp.map(|body| Counted::new(body, Box::new(move |bytes_out| line.log(bytes_out))))
         }
         .instrument(span)
         .await
@@ -257,7 +303,10 @@ impl Proxy {
                     }
                 }
             }
-            None => req.map(super::body::streamed),
+            None => {
+                let tally = log.uploaded.insert(Tally::default()).clone();
+                req.map(|body| super::body::streamed(body, tally))
+            }
         };
         self.forward(req, conn, authority.as_ref(), upgrade, route, log)
             .await

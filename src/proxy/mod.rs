@@ -8,6 +8,7 @@
 
 pub mod body;
 mod challenge;
+pub mod counted;
 pub mod handler;
 pub mod headers;
 pub mod response;
@@ -18,4 +19,5 @@ pub mod websocket;
 
 pub use body::ProxyBody;
 pub use challenge::Challenges;
+pub use counted::Counted;
 pub use handler::{ConnInfo, Proxy};

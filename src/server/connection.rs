@@ -40,7 +40,7 @@ use crate::gate::admission::{AddrGuard, ConnAdmission};
 use crate::metrics::ConnectionLabels;
 use crate::proxy::headers::framing::WireRefusal;
 use crate::proxy::tunnel::Tunnelling;
-use crate::proxy::{ConnInfo, ProxyBody};
+use crate::proxy::{ConnInfo, Counted, ProxyBody};
 
 /// Which protocol to speak, decided before the first byte is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,7 +310,7 @@ pin_project! {
     /// A response body that keeps its request counted as in flight.
     struct Tracked {
         #[pin]
-        inner: ProxyBody,
+        inner: Counted<ProxyBody>,
         _guard: InFlight,
     }
 }
