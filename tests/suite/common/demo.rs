@@ -5,6 +5,8 @@ use super::{free_port, until_listening};
 /// `gatekeeper demo` on free ports; killed on drop.
 pub struct Demo {
     child: std::process::Child,
+    /// The demo's TMPDIR: a killed demo cannot remove its files itself.
+    _tmp: tempfile::TempDir,
     pub https_port: u16,
     pub http_port: u16,
 }
@@ -12,6 +14,7 @@ pub struct Demo {
 impl Demo {
     pub fn start() -> Self {
         let (https_port, http_port) = (free_port(), free_port());
+        let tmp = tempfile::tempdir().unwrap();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
             .args([
                 "demo",
@@ -20,6 +23,7 @@ impl Demo {
                 "--http-port",
                 &http_port.to_string(),
             ])
+            .env("TMPDIR", tmp.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -27,6 +31,7 @@ impl Demo {
         until_listening(https_port, "the demo");
         Self {
             child,
+            _tmp: tmp,
             https_port,
             http_port,
         }
