@@ -5,7 +5,8 @@
 //! refused, with `FILE:LINE:COL`, before anything listens. The checks, in the
 //! order `load.rs` runs them: `unknown_keys.rs` (keys `raw.rs` does not know),
 //! then per section `sections.rs`, `external.rs` (what a value names outside
-//! the file: PEM files, captcha keys, the Redis URL) and `routes.rs`, all built
+//! the file: PEM files, captcha keys, the Redis URL), `pages.rs` (page
+//! templates) and `routes.rs`, all built
 //! on `values.rs` (one value, within its range from `bounds.rs`).
 
 mod bounds;
