@@ -23,6 +23,46 @@ impl Tally {
     }
 }
 
+pin_project! {
+    /// A request body whose data bytes are added to a tally as they are read.
+    pub struct Tallied<B> {
+        #[pin]
+        inner: B,
+        tally: Tally,
+    }
+}
+
+impl<B> Tallied<B> {
+    pub fn new(inner: B, tally: Tally) -> Self {
+        Self { inner, tally }
+    }
+}
+
+impl<B: Body> Body for Tallied<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if let Some(Ok(Some(data))) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) {
+            this.tally.add(bytes::Buf::remaining(data));
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Runs once with the bytes a body gave.
 pub type OnEnd = Box<dyn FnOnce(u64) + Send>;
 

@@ -15,7 +15,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::body::ProxyBody;
 use super::challenge::Challenges;
-use super::counted::{Counted, Tally};
+use super::counted::{Counted, Tallied, Tally};
 use super::headers::drop_underscored;
 use super::headers::forwarding::{client_addr, is_trusted, peer_header, set_forwarding_headers};
 use super::headers::framing;
@@ -75,7 +75,7 @@ pub struct Proxy {
 pub(super) struct LogFields<'a> {
     pub(super) route: Option<&'a str>,
     upstream_ms: Option<u64>,
-    /// The bytes of a request body streamed upstream.
+    /// The bytes of the request body read, by the gate or for the upstream.
     uploaded: Option<Tally>,
 }
 
@@ -113,7 +113,8 @@ impl RequestLine {
             version = ?self.version,
             status = self.status,
             route = self.route.as_deref().unwrap_or("-"),
-            // Counted by now if streamed (a body refused before it was read: 0).
+            // The bytes read from the client, by the gate or for the
+            // application: counted by now (a body refused unread: 0).
             bytes_in = self.uploaded.as_ref().map_or(self.bytes_in, |t| Some(t.get())),
             bytes_out,
             upstream_ms = self.upstream_ms,
@@ -167,7 +168,7 @@ impl Proxy {
             let version = req.version();
             let host = req.headers().get(HOST).cloned();
             let user_agent = req.headers().get(USER_AGENT).cloned();
-            // A declared length; else the bytes streamed upstream, counted.
+            // A declared length, for a body nothing reads (a refused request).
             let bytes_in = req.body().size_hint().exact();
             let mut log = LogFields::default();
             let resp = match framing::judge(&mut req) {
@@ -280,6 +281,8 @@ impl Proxy {
                 let client = client_addr(conn.peer.ip(), req.headers(), &self.trusted_proxies);
                 // Boxed: the gate's state is large, and unboxed it would make every
                 // request's future (moved into place per request) as large.
+                let tally = log.uploaded.insert(Tally::default()).clone();
+                let req = req.map(|body| Tallied::new(body, tally));
                 match Box::pin(self.gate.admit(route, req, client)).await {
                     Decision::Admitted(admitted) => admitted.map(Either::Right),
                     Decision::Unproven {

@@ -801,16 +801,16 @@ async fn chunked_app() -> std::net::SocketAddr {
     addr
 }
 
-/// Issue 20: a streamed upload and a streamed (chunked) answer are logged
+/// Issue 20: streamed uploads (forwarded, or read by the gate) and a chunked answer are logged
 /// with the bytes that really went each way, once both have ended.
 #[tokio::test]
-async fn the_request_line_counts_a_streamed_upload_and_a_chunked_answer() {
+async fn the_request_line_counts_streamed_uploads_gated_or_not_and_a_chunked_answer() {
     let app = chunked_app().await;
     let sim = Sim::start().await;
     let certs = TestCerts::new();
     let port = free_port();
     let path = certs.dir.path().join("gatekeeper.toml");
-    let text = config_text(&certs, app, &sim.url(), "").replace(
+    let text = config_text(&certs, app, &sim.url(), "[[route]]\npath = \"/login\"\n").replace(
         "http = \"127.0.0.1:0\"",
         &format!("http = \"127.0.0.1:{port}\""),
     );
@@ -835,6 +835,19 @@ async fn the_request_line_counts_a_streamed_upload_and_a_chunked_answer() {
         resp.into_body().collect().await.unwrap().to_bytes().len(),
         6000
     );
+    // A chunked body the gate reads itself, and refuses.
+    let form = futures_util::stream::iter(["user=alice&", "lot_number="].map(|s| {
+        Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from_static(s.as_bytes())))
+    }));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::StreamBody<_>>();
+    let req = http::Request::post(format!("http://127.0.0.1:{port}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(http_body_util::StreamBody::new(form))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let refusal = resp.into_body().collect().await.unwrap().to_bytes();
 
     let (_, log_path) = process.terminate_keep_logs();
     let logs = std::fs::read_to_string(log_path).unwrap();
@@ -843,8 +856,11 @@ async fn the_request_line_counts_a_streamed_upload_and_a_chunked_answer() {
         .filter(|l| l.contains("\"message\":\"request\""))
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 1, "one line per request:\n{logs}");
+    assert_eq!(lines.len(), 2, "one line per request:\n{logs}");
     assert_eq!(lines[0]["path"], "/upload", "{logs}");
     assert_eq!(lines[0]["bytes_in"], 10000, "{logs}");
     assert_eq!(lines[0]["bytes_out"], 6000, "{logs}");
+    assert_eq!(lines[1]["path"], "/login", "{logs}");
+    assert_eq!(lines[1]["bytes_in"], 22, "{logs}");
+    assert_eq!(lines[1]["bytes_out"], refusal.len(), "{logs}");
 }
