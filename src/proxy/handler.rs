@@ -11,7 +11,7 @@ use http_body::Body as _;
 use http_body_util::Either;
 use hyper::body::Incoming;
 use ipnet::IpNet;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 use super::body::ProxyBody;
 use super::challenge::Challenges;
@@ -20,6 +20,7 @@ use super::headers::drop_underscored;
 use super::headers::forwarding::{client_addr, is_trusted, peer_header, set_forwarding_headers};
 use super::headers::framing;
 use super::headers::hop::strip_hop_by_hop;
+use super::request_line::RequestLine;
 use super::response::{refused, refused_closing};
 use super::target::{Target, canonical_target, join_cookies};
 use super::upstream::{Upstream, UpstreamError};
@@ -77,53 +78,6 @@ pub(super) struct LogFields<'a> {
     upstream_ms: Option<u64>,
     /// The bytes of the request body read, by the gate or for the upstream.
     uploaded: Option<Tally>,
-}
-
-/// A request's one log line, its fields at the top level.
-struct RequestLine {
-    request_id: HeaderValue,
-    method: Method,
-    host: Option<HeaderValue>,
-    uri: http::Uri,
-    version: Version,
-    status: u16,
-    route: Option<String>,
-    bytes_in: Option<u64>,
-    uploaded: Option<Tally>,
-    upstream_ms: Option<u64>,
-    started: Instant,
-    peer: std::net::IpAddr,
-    user_agent: Option<HeaderValue>,
-    span: tracing::Span,
-}
-
-impl RequestLine {
-    fn log(self, bytes_out: u64) {
-        // Header values that are not visible ASCII are logged as "-".
-        fn text(v: &Option<HeaderValue>) -> &str {
-            v.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-")
-        }
-        let _span = self.span.enter();
-        info!(
-            request_id = self.request_id.to_str().unwrap_or("-"),
-            method = %self.method,
-            host = text(&self.host),
-            // The query is never logged: GeeTest's own demos put the proof there.
-            path = %self.uri.path(),
-            version = ?self.version,
-            status = self.status,
-            route = self.route.as_deref().unwrap_or("-"),
-            // The bytes read from the client, by the gate or for the
-            // application: counted by now (a body refused unread: 0).
-            bytes_in = self.uploaded.as_ref().map_or(self.bytes_in, |t| Some(t.get())),
-            bytes_out,
-            upstream_ms = self.upstream_ms,
-            total_ms = self.started.elapsed().as_millis() as u64,
-            peer = %self.peer,
-            user_agent = text(&self.user_agent),
-            "request"
-        );
-    }
 }
 
 impl Proxy {
@@ -279,10 +233,10 @@ impl Proxy {
         let req = match route {
             Some(route) => {
                 let client = client_addr(conn.peer.ip(), req.headers(), &self.trusted_proxies);
-                // Boxed: the gate's state is large, and unboxed it would make every
-                // request's future (moved into place per request) as large.
                 let tally = log.uploaded.insert(Tally::default()).clone();
                 let req = req.map(|body| Tallied::new(body, tally));
+                // Boxed: the gate's state is large, and unboxed it would make every
+                // request's future (moved into place per request) as large.
                 match Box::pin(self.gate.admit(route, req, client)).await {
                     Decision::Admitted(admitted) => admitted.map(Either::Right),
                     Decision::Unproven {

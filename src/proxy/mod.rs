@@ -11,6 +11,7 @@ mod challenge;
 pub mod counted;
 pub mod handler;
 pub mod headers;
+mod request_line;
 pub mod response;
 mod target;
 pub mod tunnel;
