@@ -7,7 +7,8 @@
 use std::borrow::Cow;
 
 use http::header::{
-    ACCEPT, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HeaderValue, LOCATION, RETRY_AFTER,
+    ACCEPT, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST, HeaderValue, LOCATION, REFERER,
+    RETRY_AFTER,
 };
 use http::{HeaderMap, Method, Response, StatusCode};
 
@@ -171,6 +172,19 @@ impl Refusal {
         }
     }
 
+    /// What happened, for a person. A proof's reason names internals (which
+    /// fields were missing, GeeTest's error, a field's shape): it stays in
+    /// the JSON and the logs. Other reasons (a busy store) are said as they are.
+    fn message(&self) -> Cow<'_, str> {
+        if self.refuses_the_proof() {
+            return Cow::Borrowed("We could not confirm that this request was sent by a person.");
+        }
+        let reason = self.reason();
+        let mut chars = reason.chars();
+        let first = chars.next().map(|c| c.to_uppercase().to_string());
+        Cow::Owned(format!("{}{}.", first.unwrap_or_default(), chars.as_str()))
+    }
+
     /// What the refusal page tells a person to do.
     fn advice(&self) -> &'static str {
         use Refusal::*;
@@ -219,7 +233,14 @@ impl Refusal {
 
     /// The answer for the client `audience` describes: with `redirect`, a
     /// browser's form post goes back to the form; else a page or JSON.
-    pub fn to_response(&self, audience: Audience, redirect: Option<&str>) -> Response<HeldBody> {
+    /// A page is rendered from `template` (the operator's, checked at load
+    /// to hold only [`PLACEHOLDERS`]) or the default.
+    pub fn to_response(
+        &self,
+        audience: &Audience,
+        redirect: Option<&str>,
+        template: Option<&str>,
+    ) -> Response<HeldBody> {
         if let Some(target) = redirect.filter(|_| audience.browser && audience.form_post) {
             let sep = if target.contains('?') { '&' } else { '?' };
             let location = format!("{target}{sep}captcha_error={}", self.code());
@@ -235,26 +256,20 @@ impl Refusal {
         if !audience.browser {
             return self.to_json();
         }
-        let status = self.status();
-        // For a person: what to do, in words; the code in small print, as a
-        // reference. A proof's reason names internals (which fields were
-        // missing, GeeTest's error, a field's shape): it stays in the JSON
-        // and the logs. Other reasons (a busy store) are said as they are.
-        use Refusal::*;
-        let detail = match self {
-            CaptchaRequired { .. } | CaptchaRejected { .. } | CaptchaMalformed(_) => String::new(),
-            _ => format!(": {}", escape_html(&self.reason())),
-        };
-        let body = format!(
-            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title></head>\n\
-             <body style=\"font:16px system-ui,sans-serif;max-width:40rem;margin:3rem auto;color:#223\">\
-             <h1>{}</h1><p>{}</p><p style=\"color:#667\"><small>Reference: {}{detail}</small></p></body></html>\n",
-            self.heading(),
-            self.heading(),
-            self.advice(),
-            self.code(),
-        );
-        self.with_retry_after(answer(status, "text/html; charset=utf-8", body))
+        let page = fill(template.unwrap_or(DEFAULT_PAGE), |name| {
+            Some(match name {
+                "lang" => Cow::Borrowed("en"),
+                "status" => Cow::Owned(self.status().as_u16().to_string()),
+                "code" => Cow::Borrowed(self.code()),
+                "heading" => Cow::Borrowed(self.heading()),
+                "message" => self.message(),
+                "advice" => Cow::Borrowed(self.advice()),
+                "back_url" => Cow::Borrowed(audience.back.as_deref().unwrap_or("/")),
+                "request_id" => Cow::Borrowed(audience.request_id.as_deref().unwrap_or("-")),
+                _ => return None,
+            })
+        });
+        self.with_retry_after(answer(self.status(), "text/html; charset=utf-8", page))
     }
 
     fn with_retry_after(&self, mut resp: Response<HeldBody>) -> Response<HeldBody> {
@@ -267,12 +282,15 @@ impl Refusal {
 }
 
 /// Who sent the refused request, as far as its answer's form goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Audience {
     /// Browsers list text/html first; programs ask for JSON or */*.
     browser: bool,
     /// A classic form post (urlencoded or multipart POST).
     form_post: bool,
+    /// The page's link back: the path of a `Referer` on this site.
+    back: Option<String>,
+    request_id: Option<String>,
 }
 
 impl Audience {
@@ -291,8 +309,90 @@ impl Audience {
                     ct.starts_with("application/x-www-form-urlencoded")
                         || ct.starts_with("multipart/form-data")
                 });
-        Self { browser, form_post }
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        Self {
+            browser,
+            form_post,
+            back: text(REFERER.as_str())
+                .and_then(|referer| back_path(referer, text(HOST.as_str()))),
+            // Set by the proxy on every request before anything refuses it.
+            request_id: text("x-request-id").map(str::to_owned),
+        }
     }
+}
+
+/// The path (and query) of a `Referer` on this site: its authority is the
+/// `Host` (HTTP/2 has none in headers; the path is then taken as is, since
+/// the link stays on this site either way). Only a path is returned, never
+/// `//host` or `/\host`, which browsers read as another site.
+fn back_path(referer: &str, host: Option<&str>) -> Option<String> {
+    let uri = referer.parse::<http::Uri>().ok()?;
+    let same_site = match (uri.authority(), host) {
+        (Some(from), Some(host)) => from.as_str().eq_ignore_ascii_case(host),
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    let path = uri.path_and_query()?.as_str();
+    (same_site && path.starts_with('/') && !path.starts_with("//") && !path.starts_with("/\\"))
+        .then(|| path.to_owned())
+}
+
+/// The placeholders a refusal page template may hold.
+pub const PLACEHOLDERS: &[&str] = &[
+    "lang",
+    "status",
+    "code",
+    "heading",
+    "message",
+    "advice",
+    "back_url",
+    "request_id",
+];
+
+/// The default refusal page, itself a template.
+const DEFAULT_PAGE: &str = include_str!("refusal.html");
+
+/// `template` with each `{{name}}` that `value` knows replaced by its value,
+/// HTML-escaped, in one pass (a value is never searched for placeholders);
+/// anything else is left as written.
+fn fill<'v>(template: &str, value: impl Fn(&str) -> Option<Cow<'v, str>>) -> String {
+    let mut out = String::with_capacity(template.len() + 256);
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let found = after
+            .find("}}")
+            .and_then(|end| Some((end, value(&after[..end])?)));
+        match found {
+            Some((end, v)) => {
+                out.push_str(&escape_html(&v));
+                rest = &after[end + 2..];
+            }
+            None => {
+                out.push_str("{{");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The `{{name}}`s in `template` that `known` does not list, in order.
+pub fn unknown_placeholders<'t>(template: &'t str, known: &[&str]) -> Vec<&'t str> {
+    let mut unknown = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else { break };
+        let name = &after[..end];
+        if !known.contains(&name) && !unknown.contains(&name) {
+            unknown.push(name);
+        }
+        rest = &after[end + 2..];
+    }
+    unknown
 }
 
 fn answer(status: StatusCode, content_type: &'static str, body: String) -> Response<HeldBody> {
@@ -338,7 +438,7 @@ mod tests {
         let resp = Refusal::CaptchaRequired {
             missing: vec!["pass_token", "gen_time"],
         }
-        .to_response(Audience::default(), Some("/form"));
+        .to_response(&Audience::default(), Some("/form"), None);
         assert_eq!(resp.status(), StatusCode::FORBIDDEN);
         assert_eq!(resp.headers()[CONTENT_TYPE], "application/json");
         assert_eq!(resp.headers()[CACHE_CONTROL], "no-store");
@@ -353,8 +453,11 @@ mod tests {
 
     #[test]
     fn a_browser_form_post_goes_back_to_the_form_with_the_code() {
-        let resp = Refusal::CaptchaFailed("too fast".into())
-            .to_response(browser_form_post(), Some("/form?step=2"));
+        let resp = Refusal::CaptchaFailed("too fast".into()).to_response(
+            &browser_form_post(),
+            Some("/form?step=2"),
+            None,
+        );
         assert_eq!(resp.status(), StatusCode::SEE_OTHER);
         assert_eq!(
             resp.headers()[LOCATION],
@@ -364,7 +467,8 @@ mod tests {
 
     #[test]
     fn a_browser_without_redirect_gets_an_escaped_page_with_retry_after() {
-        let resp = Refusal::Throttled { retry_after: 7 }.to_response(browser_form_post(), None);
+        let resp =
+            Refusal::Throttled { retry_after: 7 }.to_response(&browser_form_post(), None, None);
         assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(resp.headers()[RETRY_AFTER], "7");
         let page = String::from_utf8(body_bytes(resp).to_vec()).expect("a UTF-8 page");
@@ -373,16 +477,20 @@ mod tests {
             "{page}"
         );
         assert!(
-            page.contains("<small>Reference: captcha_throttled: too many refused"),
+            page.contains("<p>Too many refused captchas from this address, retry later.</p>"),
             "{page}"
         );
-        let resp = Refusal::CaptchaFailed("<b>".into()).to_response(browser_form_post(), None);
-        assert!(String::from_utf8_lossy(&body_bytes(resp)).contains("&lt;b&gt;"));
+        assert!(
+            page.contains("<small>Reference: captcha_throttled (429), request -</small>"),
+            "{page}"
+        );
+        let resp = Refusal::BadRequest("<b>".into()).to_response(&browser_form_post(), None, None);
+        assert!(String::from_utf8_lossy(&body_bytes(resp)).contains("<p>&lt;b&gt;.</p>"));
         // The reason names internals: JSON and logs carry it, the page does not.
         let resp = Refusal::CaptchaRequired {
             missing: vec!["lot_number", "pass_token"],
         }
-        .to_response(browser_form_post(), None);
+        .to_response(&browser_form_post(), None, None);
         let page = String::from_utf8_lossy(&body_bytes(resp)).into_owned();
         assert!(page.contains("<h1>Verification needed</h1>"), "{page}");
         assert!(
@@ -399,6 +507,34 @@ mod tests {
         assert_eq!(Refusal::BodyBudgetExhausted.retry_after(), Some(5));
         assert_eq!(Refusal::TooManyGated.retry_after(), Some(1));
         assert_eq!(Refusal::UpstreamTimeout.retry_after(), None);
+    }
+
+    #[test]
+    fn the_link_back_is_a_path_on_this_site() {
+        let back = |referer, host| back_path(referer, host);
+        let site = Some("shop.example:8443");
+        assert_eq!(
+            back("https://shop.example:8443/cart?x=1", site).as_deref(),
+            Some("/cart?x=1")
+        );
+        assert_eq!(back("https://other.example/cart", site), None);
+        assert_eq!(back("https://shop.example:8443//evil.example/", site), None);
+        assert_eq!(back("/relative", site), None);
+        // HTTP/2: no Host header; the path is still only a path here.
+        assert_eq!(back("https://a.example/x", None).as_deref(), Some("/x"));
+    }
+
+    #[test]
+    fn a_template_is_filled_in_one_pass_and_escaped() {
+        let value = |name: &str| (name == "code").then_some(Cow::Borrowed("{{code}}<i>"));
+        assert_eq!(
+            fill("a{{code}}b{{other}}{{", value),
+            "a{{code}}&lt;i&gt;b{{other}}{{"
+        );
+        assert_eq!(
+            unknown_placeholders("{{code}} {{nope}} {{ x }} {{nope}}", PLACEHOLDERS),
+            ["nope", " x "]
+        );
     }
 
     /// A held body is one frame, already in memory.

@@ -145,12 +145,14 @@ pub struct Page {
 pub struct Pages {
     widget_url: String,
     template: Arc<str>,
+    /// `[pages] expired`, else `template`.
+    expired_template: Option<Arc<str>>,
     csp: Arc<str>,
     /// The challenge page for each configured captcha id, language and
     /// retry, rendered once and split where the kept request's id goes: a
     /// page is then two copies and the id (a flood of challenges costs no
-    /// more than a flood of refusals).
-    /// (language, retry, captcha id, before the id, after it); a few.
+    /// more than a flood of refusals). (language, retry, captcha id, before
+    /// the id, after it); a few.
     prepared: Vec<(Language, bool, String, String, String)>,
 }
 
@@ -186,9 +188,16 @@ impl Pages {
                 .template
                 .clone()
                 .unwrap_or_else(|| DEFAULT_TEMPLATE.into()),
+            expired_template: None,
             csp: csp.into(),
             prepared: Vec::new(),
         }
+    }
+
+    /// The expired page from its own template, with the same placeholders.
+    pub fn with_expired_template(mut self, template: Option<Arc<str>>) -> Self {
+        self.expired_template = template;
+        self
     }
 
     /// Renders the challenge pages of these captcha ids ahead of time.
@@ -263,7 +272,7 @@ impl Pages {
             escape_html(&self.widget_url),
         ));
         let message = if retry { t.retry } else { t.challenge };
-        self.render(t, t.title, message, &widget)
+        self.render(&self.template, t, t.title, message, &widget)
     }
 
     /// The page for an expired or unknown id, linking `back` when it is a
@@ -278,13 +287,14 @@ impl Pages {
             escape_html(back),
             escape_html(t.back)
         );
-        self.render(t, t.expired_title, t.expired, &widget)
+        let template = self.expired_template.as_ref().unwrap_or(&self.template);
+        self.render(template, t, t.expired_title, t.expired, &widget)
     }
 
-    fn render(&self, t: &Text, title: &str, message: &str, widget: &str) -> Page {
+    fn render(&self, template: &str, t: &Text, title: &str, message: &str, widget: &str) -> Page {
         let (lang, title, message) = (escape_html(t.tag), escape_html(title), escape_html(message));
-        let mut html = String::with_capacity(self.template.len() + widget.len() + 512);
-        let mut rest = &*self.template;
+        let mut html = String::with_capacity(template.len() + widget.len() + 512);
+        let mut rest = template;
         while let Some(start) = rest.find("{{") {
             html.push_str(&rest[..start]);
             let after = &rest[start..];

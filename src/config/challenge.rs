@@ -1,7 +1,6 @@
 //! `[challenge]`: the kept-request store's bounds and TTL, the widget's
 //! script URL and the optional page template (read here, at load).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::Uri;
@@ -9,18 +8,11 @@ use serde_spanned::Spanned;
 
 use super::ChallengeConfig;
 use super::load::Validator;
+use super::pages::PageKind;
 use super::raw;
 
 /// GeeTest's own widget script.
 pub const DEFAULT_WIDGET_URL: &str = "https://static.geetest.com/v4/gt4.js";
-
-/// Placeholders a template must hold: without them the page could not show
-/// why it is there, or could not be solved. `{{lang}}` and `{{title}}` are
-/// optional.
-pub const TEMPLATE_PLACEHOLDERS: &[&str] = &["{{message}}", "{{widget}}"];
-
-/// A template larger than this is surely not a page template.
-const TEMPLATE_MAX_BYTES: u64 = 1024 * 1024;
 
 /// The simulator's stand-in widget, when the API server is a simulator on
 /// this machine (cleartext on a loopback address, as `gatekeeper sim` runs):
@@ -72,7 +64,10 @@ impl Validator<'_, '_> {
                 .and_then(|v| self.widget_url(v))
                 .or_else(|| simulator_widget(api_servers))
                 .unwrap_or_else(|| Uri::from_static(DEFAULT_WIDGET_URL)),
-            template: raw.template.as_ref().and_then(|v| self.template(v)),
+            template: raw
+                .template
+                .as_ref()
+                .and_then(|v| self.template(v, "challenge.template", PageKind::Challenge)),
         }
     }
 
@@ -92,40 +87,6 @@ impl Validator<'_, '_> {
                 v.get_ref()
             ),
         );
-        None
-    }
-
-    fn template(&mut self, v: &Spanned<String>) -> Option<Arc<str>> {
-        if self.externals == super::load::Externals::Skip {
-            return None;
-        }
-        let path = self.base.join(v.get_ref());
-        let shown = path.display();
-        let read = std::fs::metadata(&path).and_then(|m| {
-            if m.len() > TEMPLATE_MAX_BYTES {
-                Err(std::io::Error::other(format!(
-                    "{} bytes, more than the 1MiB a page template may have",
-                    m.len()
-                )))
-            } else {
-                std::fs::read_to_string(&path)
-            }
-        });
-        let problem = match read {
-            Ok(text) => {
-                let missing: Vec<&str> = TEMPLATE_PLACEHOLDERS
-                    .iter()
-                    .copied()
-                    .filter(|p| !text.contains(p))
-                    .collect();
-                if missing.is_empty() {
-                    return Some(text.into());
-                }
-                format!("{shown} lacks {}", missing.join(" and "))
-            }
-            Err(e) => format!("cannot read {shown}: {e}"),
-        };
-        self.error(v.span(), format!("challenge.template: {problem}"));
         None
     }
 }

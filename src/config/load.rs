@@ -15,7 +15,7 @@ use super::unknown_keys::{key_at, report_unknown_keys};
 /// Whether validation reads what the file names outside itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Externals {
-    /// Read certificates, key files, key variables and the page template,
+    /// Read certificates, key files, key variables and page templates,
     /// as a running gatekeeper must.
     Read,
     /// Check every key and value but read none of them: for CI and for a
@@ -119,6 +119,7 @@ impl Validator<'_, '_> {
         let throttle = self.throttle(raw.throttle.as_ref(), &replay.store);
         let challenge = self.challenge(&raw.challenge, limits.max_body, &geetest.api_servers);
         let injects = self.injects(&raw.inject, &captchas, &raw.captcha);
+        let pages = self.pages(&raw.pages);
         Config {
             source: path.to_owned(),
             server,
@@ -134,6 +135,7 @@ impl Validator<'_, '_> {
             throttle,
             challenge,
             injects,
+            pages,
             hash: String::new(),
         }
     }

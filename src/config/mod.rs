@@ -5,7 +5,8 @@
 //! refused, with `FILE:LINE:COL`, before anything listens. The checks, in the
 //! order `load.rs` runs them: `unknown_keys.rs` (keys `raw.rs` does not know),
 //! then per section `sections.rs`, `external.rs` (what a value names outside
-//! the file: PEM files, captcha keys, the Redis URL) and `routes.rs`, all built
+//! the file: PEM files, captcha keys, the Redis URL), `pages.rs` (page
+//! templates) and `routes.rs`, all built
 //! on `values.rs` (one value, within its range from `bounds.rs`).
 
 mod bounds;
@@ -14,6 +15,7 @@ mod diagnostic;
 mod external;
 mod inject;
 mod load;
+mod pages;
 mod raw;
 mod routes;
 mod sections;
@@ -21,9 +23,10 @@ mod summary;
 mod unknown_keys;
 mod values;
 
-pub use challenge::{DEFAULT_WIDGET_URL, TEMPLATE_PLACEHOLDERS};
+pub use challenge::DEFAULT_WIDGET_URL;
 pub use diagnostic::{ConfigError, Diagnostic};
 pub use load::{Externals, load_file, load_file_with, parse_str, parse_str_with};
+pub use pages::TEMPLATE_PLACEHOLDERS;
 pub use values::parse_duration;
 
 use std::collections::BTreeMap;
@@ -63,6 +66,8 @@ pub struct Config {
     pub challenge: ChallengeConfig,
     /// Forms of the app's own pages that get the widget (`[[inject]]`).
     pub injects: Vec<InjectRule>,
+    /// The operator's own pages (`[pages]`).
+    pub pages: PagesConfig,
     /// SHA-256 of the file's text (hex, first 16 characters): which config is loaded.
     pub hash: String,
 }
@@ -283,6 +288,15 @@ impl AsRef<Route> for InjectRule {
     fn as_ref(&self) -> &Route {
         &self.route
     }
+}
+
+/// `[pages]`: templates read at load, their placeholders checked.
+#[derive(Debug, Clone, Default)]
+pub struct PagesConfig {
+    /// Every refusal page a browser is shown.
+    pub refusal: Option<Arc<str>>,
+    /// The page for a kept request that expired or is unknown.
+    pub expired: Option<Arc<str>>,
 }
 
 /// A token bucket per client address, charged by each refused proof.

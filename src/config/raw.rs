@@ -24,6 +24,7 @@ pub(super) const TOP: &[&str] = &[
     "route",
     "challenge",
     "inject",
+    "pages",
 ];
 pub(super) const SERVER: &[&str] = &[
     "https",
@@ -78,6 +79,7 @@ pub(super) const REPLAY: &[&str] = &[
 pub(super) const CHALLENGE: &[&str] =
     &["ttl", "max_entries", "max_bytes", "widget_url", "template"];
 pub(super) const INJECT: &[&str] = &["path", "prefix", "host", "form", "captcha"];
+pub(super) const PAGES: &[&str] = &["refusal", "expired"];
 pub(super) const ROUTE: &[&str] = &[
     "challenge",
     "path",
@@ -113,6 +115,8 @@ pub(super) struct RawConfig {
     pub challenge: RawChallenge,
     #[serde(default)]
     pub inject: Vec<Spanned<RawInject>>,
+    #[serde(default)]
+    pub pages: RawPages,
 }
 
 /// `[[inject]]`: the widget goes into a form of the app's own pages.
@@ -123,6 +127,12 @@ pub(super) struct RawInject {
     pub host: OptSpanned<String>,
     pub form: OptSpanned<String>,
     pub captcha: OptSpanned<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawPages {
+    pub refusal: OptSpanned<String>,
+    pub expired: OptSpanned<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

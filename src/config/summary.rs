@@ -93,6 +93,16 @@ impl Config {
                 ""
             }
         );
+        let own: Vec<&str> = [
+            ("refusal", self.pages.refusal.is_some()),
+            ("expired", self.pages.expired.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(page, own)| own.then_some(page))
+        .collect();
+        if !own.is_empty() {
+            let _ = writeln!(out, "pages: own {} page", own.join(" and "));
+        }
         if let Some(t) = &self.throttle {
             let _ = writeln!(
                 out,

@@ -34,6 +34,7 @@ pub(super) fn report_unknown_keys(top: &DeTable<'_>, report: &mut Report<'_>) {
             "replay" => raw::REPLAY,
             "throttle" => raw::THROTTLE,
             "challenge" => raw::CHALLENGE,
+            "pages" => raw::PAGES,
             "captcha" => {
                 if let DeValue::Table(captchas) = value.get_ref() {
                     for (name, table) in captchas {

@@ -11,6 +11,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
+use super::counted::Tally;
 use super::upstream::Upload;
 use crate::inject::Rewriter;
 use crate::pool::Lease;
@@ -25,10 +26,12 @@ pub fn empty() -> ProxyBody {
     Either::Right(Full::new(Bytes::new()))
 }
 
-pub fn streamed(body: Incoming) -> ProxyBody {
+/// A client's request body, streamed on, its bytes added to `tally`.
+pub fn streamed(body: Incoming, tally: Tally) -> ProxyBody {
     Either::Left(Streamed {
         body,
         lease: None,
+        tally: Some(tally),
         rewrite: None,
     })
 }
@@ -42,6 +45,7 @@ pin_project! {
         #[pin]
         body: Incoming,
         lease: Option<Lease<Upload>>,
+        tally: Option<Tally>,
         rewrite: Option<Box<Rewrite>>,
     }
 }
@@ -61,6 +65,7 @@ impl Streamed {
         Self {
             body,
             lease,
+            tally: None,
             rewrite: None,
         }
     }
@@ -87,7 +92,7 @@ impl Body for Streamed {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.project();
         let Some(rewrite) = this.rewrite.as_deref_mut() else {
-            return poll_leased(this.body, this.lease, cx);
+            return poll_leased(this.body, this.lease, this.tally.as_ref(), cx);
         };
         let mut body = this.body;
         loop {
@@ -98,7 +103,12 @@ impl Body for Streamed {
             if rewrite.done {
                 return Poll::Ready(rewrite.trailers.take().map(|t| Ok(Frame::trailers(t))));
             }
-            let frame = match ready!(poll_leased(body.as_mut(), this.lease, cx)) {
+            let frame = match ready!(poll_leased(
+                body.as_mut(),
+                this.lease,
+                this.tally.as_ref(),
+                cx
+            )) {
                 Some(Ok(frame)) => frame,
                 Some(Err(e)) => return Poll::Ready(Some(Err(e))),
                 None => {
@@ -146,14 +156,20 @@ impl Body for Streamed {
     }
 }
 
-/// One frame of the hyper body, giving the upstream connection back when
-/// the body ends (or dropping it on an error).
+/// One frame of the hyper body, counted, giving the upstream connection back
+/// when the body ends (or dropping it on an error).
 fn poll_leased(
     mut body: Pin<&mut Incoming>,
     lease: &mut Option<Lease<Upload>>,
+    tally: Option<&Tally>,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
     let frame = ready!(body.as_mut().poll_frame(cx));
+    if let (Some(tally), Some(Ok(frame))) = (tally, &frame)
+        && let Some(data) = frame.data_ref()
+    {
+        tally.add(data.len());
+    }
     match &frame {
         // A body of known length ends with its last bytes; hyper may not
         // poll again after them.

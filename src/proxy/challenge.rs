@@ -44,6 +44,8 @@ pub struct Challenges {
     store: Arc<dyn KeptStore>,
     binding: Binding,
     pages: Pages,
+    /// `[pages] refusal`, else the default page.
+    refusal_page: Option<Arc<str>>,
     /// For the release form's body, as for a gated body.
     body_timeout: Duration,
     metrics: Arc<Metrics>,
@@ -65,7 +67,9 @@ impl Challenges {
                 config.challenge.ttl,
             ),
             pages: Pages::new(&config.challenge, &api_origin)
-                .prepared_for(config.captchas.values().map(|c| c.id.as_str())),
+                .prepared_for(config.captchas.values().map(|c| c.id.as_str()))
+                .with_expired_template(config.pages.expired.clone()),
+            refusal_page: config.pages.refusal.clone(),
             body_timeout: config.limits.header_read_timeout,
             metrics,
         }
@@ -111,7 +115,7 @@ impl Challenges {
                 }
                 tracing::warn!(error = %e, "cannot keep a request for its captcha");
                 Refusal::CaptchaUnavailable(e.reason())
-                    .to_response(audience, None)
+                    .to_response(&audience, None, self.refusal_page.as_deref())
                     .map(Either::Right)
             }
         }
@@ -238,7 +242,10 @@ impl Proxy {
                 // GeeTest or the store is down, or the address is throttled:
                 // said as for any browser; the request stays kept.
                 let audience = Audience::of(&Method::GET, &parts.headers);
-                return refusal.to_response(audience, None).map(Either::Right);
+                let page = challenges.refusal_page.as_deref();
+                return refusal
+                    .to_response(&audience, None, page)
+                    .map(Either::Right);
             }
             let captcha_id = route.captchas.first().map_or("", |c| c.id.as_str());
             let page = challenges.pages.challenge(lang, captcha_id, id, true);

@@ -11,14 +11,16 @@ use http_body::Body as _;
 use http_body_util::Either;
 use hyper::body::Incoming;
 use ipnet::IpNet;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 use super::body::ProxyBody;
 use super::challenge::Challenges;
+use super::counted::{Counted, Tallied, Tally};
 use super::headers::drop_underscored;
 use super::headers::forwarding::{client_addr, is_trusted, peer_header, set_forwarding_headers};
 use super::headers::framing;
 use super::headers::hop::strip_hop_by_hop;
+use super::request_line::RequestLine;
 use super::response::{refused, refused_closing};
 use super::target::{Target, canonical_target, join_cookies};
 use super::upstream::{Upstream, UpstreamError};
@@ -66,6 +68,8 @@ pub struct Proxy {
     pub(super) challenges: Challenges,
     pub(super) injector: Injector,
     pub(super) trusted_proxies: Vec<IpNet>,
+    /// `[pages] refusal`, else the default page.
+    refusal_page: Option<Arc<str>>,
     metrics: Arc<Metrics>,
 }
 
@@ -82,6 +86,8 @@ pub(super) struct AnswerHandling<'a> {
 pub(super) struct LogFields<'a> {
     pub(super) route: Option<&'a str>,
     upstream_ms: Option<u64>,
+    /// The bytes of the request body read, by the gate or for the upstream.
+    uploaded: Option<Tally>,
 }
 
 impl Proxy {
@@ -108,6 +114,7 @@ impl Proxy {
             ),
             gate,
             trusted_proxies: config.server.trusted_proxies.clone(),
+            refusal_page: config.pages.refusal.clone(),
             metrics,
         }
     }
@@ -117,7 +124,7 @@ impl Proxy {
         self: Arc<Self>,
         mut req: Request<Incoming>,
         conn: ConnInfo,
-    ) -> Response<ProxyBody> {
+    ) -> Response<Counted<ProxyBody>> {
         let started = Instant::now();
         let request_id = self.request_id(&req, &conn);
         // The upstream gets the same id the logs carry.
@@ -130,6 +137,7 @@ impl Proxy {
             let version = req.version();
             let host = req.headers().get(HOST).cloned();
             let user_agent = req.headers().get(USER_AGENT).cloned();
+            // A declared length, for a body nothing reads (a refused request).
             let bytes_in = req.body().size_hint().exact();
             let mut log = LogFields::default();
             let resp = match framing::judge(&mut req) {
@@ -146,31 +154,27 @@ impl Proxy {
                 resp
             };
             let status = resp.status().as_u16();
-            let took = started.elapsed();
-            self.metrics.request(log.route, &method, status, took);
-            // The query is never logged: GeeTest's own demos put the proof there.
-            // Header values that are not visible ASCII are logged as "-".
-            fn text(v: &Option<HeaderValue>) -> &str {
-                v.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-")
-            }
-            info!(
-                request_id = request_id.to_str().unwrap_or("-"),
-                method = %method,
-                host = text(&host),
-                path = %uri.path(),
-                version = ?version,
+            self.metrics
+                .request(log.route, &method, status, started.elapsed());
+            let line = RequestLine {
+                request_id,
+                method,
+                host,
+                uri,
+                version,
                 status,
-                route = log.route.unwrap_or("-"),
-                // Exact lengths: declared or fixed; absent for a streamed body.
+                route: log.route.map(str::to_owned),
                 bytes_in,
-                bytes_out = resp.body().size_hint().exact(),
-                upstream_ms = log.upstream_ms,
-                total_ms = took.as_millis() as u64,
-                peer = %conn.peer.ip(),
-                user_agent = text(&user_agent),
-                "request"
-            );
-            resp
+                uploaded: log.uploaded,
+                upstream_ms: log.upstream_ms,
+                started,
+                peer: conn.peer.ip(),
+                user_agent,
+                span: tracing::Span::current(),
+            };
+            // Logged when the answer's body has ended, or the client left:
+            // only then are the bytes each way known.
+            resp.map(|body| Counted::new(body, Box::new(move |bytes_out| line.log(bytes_out))))
         }
         .instrument(span)
         .await
@@ -247,6 +251,8 @@ impl Proxy {
         let req = match route {
             Some(route) => {
                 let client = client_addr(conn.peer.ip(), req.headers(), &self.trusted_proxies);
+                let tally = log.uploaded.insert(Tally::default()).clone();
+                let req = req.map(|body| Tallied::new(body, tally));
                 // Boxed: the gate's state is large, and unboxed it would make every
                 // request's future (moved into place per request) as large.
                 match Box::pin(self.gate.admit(route, req, client)).await {
@@ -265,11 +271,17 @@ impl Proxy {
                         refusal, audience, ..
                     } => {
                         let redirect = route.reject_redirect.as_deref();
-                        return refusal.to_response(audience, redirect).map(Either::Right);
+                        let page = self.refusal_page.as_deref();
+                        return refusal
+                            .to_response(&audience, redirect, page)
+                            .map(Either::Right);
                     }
                 }
             }
-            None => req.map(super::body::streamed),
+            None => {
+                let tally = log.uploaded.insert(Tally::default()).clone();
+                req.map(|body| super::body::streamed(body, tally))
+            }
         };
         let answer = AnswerHandling { upgrade, inject };
         self.forward(req, conn, authority.as_ref(), answer, route, log)

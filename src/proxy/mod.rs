@@ -8,8 +8,10 @@
 
 pub mod body;
 mod challenge;
+pub mod counted;
 pub mod handler;
 pub mod headers;
+mod request_line;
 pub mod response;
 mod target;
 pub mod tunnel;
@@ -18,4 +20,5 @@ pub mod websocket;
 
 pub use body::ProxyBody;
 pub use challenge::Challenges;
+pub use counted::Counted;
 pub use handler::{ConnInfo, Proxy};

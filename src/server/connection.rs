@@ -40,7 +40,7 @@ use crate::gate::admission::{AddrGuard, ConnAdmission};
 use crate::metrics::ConnectionLabels;
 use crate::proxy::headers::framing::WireRefusal;
 use crate::proxy::tunnel::Tunnelling;
-use crate::proxy::{ConnInfo, ProxyBody};
+use crate::proxy::{ConnInfo, Counted, ProxyBody};
 
 /// Which protocol to speak, decided before the first byte is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,7 +212,8 @@ where
                 // connection, idle or not; boxed, the slot is a pointer and
                 // the request's state exists only while it runs.
                 let resp = match challenge {
-                    Some(answer) => answer,
+                    // gatekeeper's own answer to the CA: not a request to log.
+                    Some(answer) => answer.map(|body| Counted::new(body, Box::new(|_| {}))),
                     None => Box::pin(proxy.handle(req, info)).await,
                 };
                 Ok::<_, Infallible>(resp.map(|body| Tracked {
@@ -316,7 +317,7 @@ pin_project! {
     /// A response body that keeps its request counted as in flight.
     struct Tracked {
         #[pin]
-        inner: ProxyBody,
+        inner: Counted<ProxyBody>,
         _guard: InFlight,
     }
 }

@@ -451,6 +451,7 @@ async fn a_full_store_refuses_the_next_request_with_a_reason() {
     assert!(
         second
             .text()
+            .to_lowercase()
             .contains("too many requests are waiting for a captcha"),
         "{}",
         second.text()

@@ -20,6 +20,7 @@ mod h2_floods;
 mod hostile;
 mod inject;
 mod operations;
+mod pages;
 mod proxy;
 mod replay_redis;
 mod secrets;

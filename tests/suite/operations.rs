@@ -773,3 +773,94 @@ async fn json_logs_carry_the_request_at_the_top_level_one_object_per_line() {
         "{reload}"
     );
 }
+
+/// An application that reads a request body whole, says how many bytes it
+/// got in `x-received`, and answers 1000 + 2000 + 3000 bytes in chunks.
+async fn chunked_app() -> std::net::SocketAddr {
+    use hyper::body::{Frame, Incoming};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = hyper::service::service_fn(|req: http::Request<Incoming>| async move {
+                let received = req.into_body().collect().await.map(|b| b.to_bytes().len());
+                let frames = [1000, 2000, 3000].map(|n| {
+                    Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(vec![b'x'; n])))
+                });
+                let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+                http::Response::builder()
+                    .header("x-received", received.unwrap_or(0))
+                    .body(body)
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    addr
+}
+
+/// Issue 20: streamed uploads (forwarded, or read by the gate) and a chunked answer are logged
+/// with the bytes that really went each way, once both have ended.
+#[tokio::test]
+async fn the_request_line_counts_streamed_uploads_gated_or_not_and_a_chunked_answer() {
+    let app = chunked_app().await;
+    let sim = Sim::start().await;
+    let certs = TestCerts::new();
+    let port = free_port();
+    let path = certs.dir.path().join("gatekeeper.toml");
+    let text = config_text(&certs, app, &sim.url(), "[[route]]\npath = \"/login\"\n").replace(
+        "http = \"127.0.0.1:0\"",
+        &format!("http = \"127.0.0.1:{port}\""),
+    );
+    std::fs::write(&path, &text).unwrap();
+    let process = Process::spawn_with_args(&path, port, &["--log-format", "json"], &[]);
+
+    // Ten 1000-byte chunks, no declared length.
+    let frames =
+        futures_util::stream::iter((0..10).map(|_| {
+            Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from(vec![b'u'; 1000])))
+        }));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::StreamBody<_>>();
+    let req = http::Request::post(format!("http://127.0.0.1:{port}/upload"))
+        .body(http_body_util::StreamBody::new(frames))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["x-received"], "10000");
+    assert_eq!(resp.headers()["transfer-encoding"], "chunked");
+    assert_eq!(
+        resp.into_body().collect().await.unwrap().to_bytes().len(),
+        6000
+    );
+    // A chunked body the gate reads itself, and refuses.
+    let form = futures_util::stream::iter(["user=alice&", "lot_number="].map(|s| {
+        Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from_static(s.as_bytes())))
+    }));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::StreamBody<_>>();
+    let req = http::Request::post(format!("http://127.0.0.1:{port}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(http_body_util::StreamBody::new(form))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let refusal = resp.into_body().collect().await.unwrap().to_bytes();
+
+    let (_, log_path) = process.terminate_keep_logs();
+    let logs = std::fs::read_to_string(log_path).unwrap();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter(|l| l.contains("\"message\":\"request\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "one line per request:\n{logs}");
+    assert_eq!(lines[0]["path"], "/upload", "{logs}");
+    assert_eq!(lines[0]["bytes_in"], 10000, "{logs}");
+    assert_eq!(lines[0]["bytes_out"], 6000, "{logs}");
+    assert_eq!(lines[1]["path"], "/login", "{logs}");
+    assert_eq!(lines[1]["bytes_in"], 22, "{logs}");
+    assert_eq!(lines[1]["bytes_out"], refusal.len(), "{logs}");
+}

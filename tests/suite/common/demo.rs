@@ -9,6 +9,8 @@ use super::{free_port, until_listening};
 /// simulator and legacy app are read from what it prints.
 pub struct Demo {
     child: std::process::Child,
+    /// The demo's TMPDIR: a killed demo cannot remove its files itself.
+    _tmp: tempfile::TempDir,
     pub https_port: u16,
     pub http_port: u16,
     pub sim: SocketAddr,
@@ -18,6 +20,7 @@ pub struct Demo {
 impl Demo {
     pub fn start() -> Self {
         let (https_port, http_port) = (free_port(), free_port());
+        let tmp = tempfile::tempdir().unwrap();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
             .args([
                 "demo",
@@ -26,6 +29,7 @@ impl Demo {
                 "--http-port",
                 &http_port.to_string(),
             ])
+            .env("TMPDIR", tmp.path())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -54,6 +58,7 @@ impl Demo {
         until_listening(https_port, "the demo");
         Self {
             child,
+            _tmp: tmp,
             https_port,
             http_port,
             sim: sim.unwrap(),
