@@ -20,7 +20,9 @@ const CONTEXT: &[u8] = b"gatekeeper challenge binding v1";
 
 #[derive(Clone)]
 pub struct Binding {
-    secret: [u8; 32],
+    /// HMAC already keyed with the derived secret: a tag is a clone and one
+    /// block, not the key schedule again.
+    keyed: HmacSha256,
     max_age: u64,
 }
 
@@ -47,7 +49,7 @@ impl Binding {
             }
         }
         Self {
-            secret: mac.finalize().into_bytes().into(),
+            keyed: mac_with(&mac.finalize().into_bytes()),
             max_age: ttl.as_secs().max(1),
         }
     }
@@ -60,7 +62,7 @@ impl Binding {
     }
 
     fn tag(&self, id: ChallengeId) -> HmacSha256 {
-        let mut mac = mac_with(&self.secret);
+        let mut mac = self.keyed.clone();
         mac.update(&id.0);
         mac
     }

@@ -2,7 +2,7 @@
 //! index. Every call first drops what has expired, so expired requests
 //! never count against the bounds and are freed without a sweeper task.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -23,8 +23,10 @@ pub struct MemoryKeptStore {
 #[derive(Debug, Default)]
 struct State {
     entries: HashMap<ChallengeId, Entry>,
-    /// (expires at in ms since `epoch`, id), oldest first.
-    expiries: BTreeSet<(u64, ChallengeId)>,
+    /// (expires at in ms since `epoch`, id) in the order kept, which is
+    /// expiry order (one TTL, a monotonic clock). A taken entry's item stays
+    /// until its time comes and is then skipped: no search on take.
+    expiries: VecDeque<(u64, ChallengeId)>,
     bytes: u64,
 }
 
@@ -37,18 +39,21 @@ struct Entry {
 
 impl State {
     fn purge(&mut self, now: u64) {
-        while let Some(&(at, id)) = self.expiries.first() {
+        while let Some(&(at, id)) = self.expiries.front() {
             if at > now {
                 break;
             }
-            self.expiries.pop_first();
-            self.remove(id);
+            self.expiries.pop_front();
+            // Only the entry this item was made for: ids are random, but
+            // an id drawn again after a take is a new entry.
+            if self.entries.get(&id).is_some_and(|e| e.expires_at == at) {
+                self.remove(id);
+            }
         }
     }
 
     fn remove(&mut self, id: ChallengeId) -> Option<Entry> {
         let entry = self.entries.remove(&id)?;
-        self.expiries.remove(&(entry.expires_at, id));
         self.bytes = self.bytes.saturating_sub(entry.weight);
         Some(entry)
     }
@@ -94,7 +99,7 @@ impl MemoryKeptStore {
         }
         let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
         let expires_at = self.now().saturating_add(ttl_ms);
-        state.expiries.insert((expires_at, id));
+        state.expiries.push_back((expires_at, id));
         state.bytes += weight;
         state.entries.insert(
             id,
