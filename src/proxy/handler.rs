@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{HOST, HeaderValue, USER_AGENT};
+use http::header::{ACCEPT, HOST, HeaderValue, REFERER, USER_AGENT};
 use http::uri::Authority;
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::Either;
 use hyper::body::Incoming;
@@ -21,7 +21,7 @@ use super::headers::forwarding::{client_addr, is_trusted, peer_header, set_forwa
 use super::headers::framing;
 use super::headers::hop::strip_hop_by_hop;
 use super::request_line::RequestLine;
-use super::response::{refused, refused_closing};
+use super::response::refused_closing;
 use super::target::{Target, canonical_target, join_cookies};
 use super::upstream::{Upstream, UpstreamError};
 use super::websocket::{self, mark_websocket_upgrade};
@@ -32,7 +32,7 @@ use crate::http_common::{X_GATEKEEPER_CAPTCHA, origin_of};
 use crate::inject::{InjectPage, Injector};
 use crate::metrics::{KindLabels, Metrics};
 use crate::normal_path::PathRules;
-use crate::refusal::Refusal;
+use crate::refusal::{Audience, Refusal};
 use crate::routing::RouteTable;
 
 /// Passed upstream and logged with every line of the request.
@@ -306,6 +306,14 @@ impl Proxy {
             page.ask_whole(req.headers_mut());
             (page, req.method().clone())
         });
+        // What a page for a person needs, should the app fail: shared
+        // header values, cloned by reference count.
+        let asked = Asked {
+            method: req.method().clone(),
+            accept: req.headers().get(ACCEPT).cloned(),
+            referer: req.headers().get(REFERER).cloned(),
+            request_id: req.headers().get(X_REQUEST_ID).cloned(),
+        };
         let upstream_started = Instant::now();
         let result = self.upstream.send(req).await;
         let upstream_time = upstream_started.elapsed();
@@ -320,7 +328,7 @@ impl Proxy {
                         .get_or_create(&KindLabels { kind: e.kind() })
                         .inc();
                 }
-                return upstream_failure(e, route);
+                return self.upstream_failure(e, route, asked, authority);
             }
         };
 
@@ -387,25 +395,61 @@ impl Proxy {
     }
 }
 
-fn upstream_failure(e: UpstreamError, route: Option<&Route>) -> Response<ProxyBody> {
-    let route = route.map(|r| r.origin.as_str()).unwrap_or("-");
-    match e {
-        UpstreamError::Timeout(_) => {
-            crate::logging::throttled!(warn!(route, error = %e, "upstream timeout"));
-            refused(&Refusal::UpstreamTimeout)
+/// The parts of a forwarded request its failure page needs.
+struct Asked {
+    method: Method,
+    accept: Option<HeaderValue>,
+    referer: Option<HeaderValue>,
+    request_id: Option<HeaderValue>,
+}
+
+impl Proxy {
+    /// The app failed: a person gets the page (the operator's, if any), a
+    /// program the JSON, as for any refusal. A client's own body failing is
+    /// answered on a connection that then closes.
+    fn upstream_failure(
+        &self,
+        e: UpstreamError,
+        route: Option<&Route>,
+        asked: Asked,
+        authority: Option<&Authority>,
+    ) -> Response<ProxyBody> {
+        let route = route.map(|r| r.origin.as_str()).unwrap_or("-");
+        let refusal = match e {
+            UpstreamError::Timeout(_) => {
+                crate::logging::throttled!(warn!(route, error = %e, "upstream timeout"));
+                Refusal::UpstreamTimeout
+            }
+            UpstreamError::Unreachable(_) => {
+                crate::logging::throttled!(warn!(route, error = %e, "upstream unreachable"));
+                Refusal::UpstreamUnavailable
+            }
+            // The client's faults: nothing more of this connection can be read.
+            UpstreamError::ClientBody => {
+                debug!(route, "client's request body could not be read");
+                return refused_closing(&Refusal::BodyUnreadable);
+            }
+            UpstreamError::BodyStalled(_) => {
+                debug!(route, "client's request body stalled");
+                return refused_closing(&Refusal::BodyTimeout);
+            }
+        };
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            (ACCEPT, asked.accept),
+            (REFERER, asked.referer),
+            (X_REQUEST_ID, asked.request_id),
+        ] {
+            if let Some(value) = value {
+                headers.insert(name, value);
+            }
         }
-        UpstreamError::Unreachable(_) => {
-            crate::logging::throttled!(warn!(route, error = %e, "upstream unreachable"));
-            refused(&Refusal::UpstreamUnavailable)
+        if let Some(host) = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+            headers.insert(HOST, host);
         }
-        // The client's faults: nothing more of this connection can be read.
-        UpstreamError::ClientBody => {
-            debug!(route, "client's request body could not be read");
-            refused_closing(&Refusal::BodyUnreadable)
-        }
-        UpstreamError::BodyStalled(_) => {
-            debug!(route, "client's request body stalled");
-            refused_closing(&Refusal::BodyTimeout)
-        }
+        let audience = Audience::of(&asked.method, &headers);
+        refusal
+            .to_response(&audience, None, self.refusal_page.as_deref())
+            .map(Either::Right)
     }
 }

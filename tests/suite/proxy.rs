@@ -204,6 +204,21 @@ async fn unreachable_upstream_is_502_and_a_slow_one_is_504() {
     .await;
     assert_eq!(status_line(&raw), "HTTP/1.1 502 Bad Gateway");
     assert!(raw.contains("upstream_unavailable"), "{raw}");
+    // A person gets a page with a link back, as for any refusal (issue 20).
+    let page = raw_exchange(
+        server.http_addr.unwrap(),
+        b"GET /shop HTTP/1.1\r\nHost: a.test\r\nAccept: text/html,*/*\r\nReferer: http://a.test/cart?x=1\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(status_line(&page), "HTTP/1.1 502 Bad Gateway");
+    assert!(
+        page.to_ascii_lowercase()
+            .contains("content-type: text/html")
+            && page.contains("href=\"/cart?x=1\"")
+            && page.contains("upstream_unavailable"),
+        "{page}"
+    );
     server.shutdown(Duration::from_secs(1)).await;
 }
 
