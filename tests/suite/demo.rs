@@ -194,34 +194,6 @@ async fn a_minted_proof_logs_in_once_and_the_app_never_sees_the_captcha() {
     );
 }
 
-/// The demo's stdout up to its last line, read while it runs.
-fn demo_output(https_port: u16, http_port: u16) -> (std::process::Child, String) {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
-        .args([
-            "demo",
-            "--https-port",
-            &https_port.to_string(),
-            "--http-port",
-            &http_port.to_string(),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut printed = String::new();
-    for line in stdout.lines() {
-        let line = line.unwrap();
-        printed.push_str(&line);
-        printed.push('\n');
-        if line.starts_with("Ctrl-C stops the demo.") {
-            break;
-        }
-    }
-    (child, printed)
-}
-
 /// Issue 19: the printed round trip failed with `captcha_malformed` (Python's
 /// `print()` added a newline to the last field).
 #[ignore = "needs curl and python3 (scripts/setup); run with --run-ignored all"]
@@ -234,7 +206,8 @@ fn the_printed_curl_round_trip_logs_in_when_pasted_into_a_shell() {
             .is_ok_and(|o| o.status.success());
         assert!(found, "needs {tool} on PATH: run scripts/setup");
     }
-    let (mut child, printed) = demo_output(free_port(), free_port());
+    let demo = Demo::start();
+    let printed = &demo.printed;
     // The command as printed: from its first line to the first line that does
     // not continue with a backslash.
     let mut lines = printed
@@ -256,8 +229,7 @@ fn the_printed_curl_round_trip_logs_in_when_pasted_into_a_shell() {
         .args(["-c", &command])
         .output()
         .unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(demo);
     let answer = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "{command}\n{answer}");
     assert!(

@@ -15,6 +15,8 @@ pub struct Demo {
     pub http_port: u16,
     pub sim: SocketAddr,
     pub app: SocketAddr,
+    /// What it printed up to "Ctrl-C stops the demo.".
+    pub printed: String,
 }
 
 impl Demo {
@@ -36,12 +38,15 @@ impl Demo {
             .unwrap();
         let stdout = child.stdout.take().expect("piped");
         let (mut sim, mut app) = (None, None);
+        let mut printed = String::new();
         let mut lines = BufReader::new(stdout).lines();
-        while sim.is_none() || app.is_none() {
+        while !printed.contains("Ctrl-C stops the demo.") {
             let line = lines
                 .next()
                 .expect("the demo printed its addresses")
                 .unwrap();
+            printed.push_str(&line);
+            printed.push('\n');
             let address = || -> SocketAddr {
                 let url = line.split_whitespace().find(|w| w.starts_with("http://"));
                 url.and_then(|u| u.trim_start_matches("http://").parse().ok())
@@ -61,8 +66,9 @@ impl Demo {
             _tmp: tmp,
             https_port,
             http_port,
-            sim: sim.unwrap(),
-            app: app.unwrap(),
+            sim: sim.expect("the demo printed the simulator's address"),
+            app: app.expect("the demo printed the app's address"),
+            printed,
         }
     }
 }
