@@ -66,6 +66,8 @@ pub struct InjectPage {
     rule: InjectRule,
     /// The container and hidden fields, put into the selected form.
     markup: String,
+    /// The script tags after them, for a page whose policy has no nonce.
+    scripts: String,
     widget_url: String,
     sources: WidgetSources,
     /// Each of these is logged once per configuration, not per page view.
@@ -105,15 +107,18 @@ impl Injector {
                         "<input type=\"hidden\" name=\"{field}\" value=\"\">"
                     ));
                 }
-                Arc::new(InjectPage {
+                let mut page = InjectPage {
                     rule: rule.clone(),
                     markup,
+                    scripts: String::new(),
                     widget_url: widget_url.clone(),
                     sources: sources.clone(),
                     warned_unmatched: AtomicBool::new(false),
                     warned_encoded: AtomicBool::new(false),
                     metrics: metrics.clone(),
-                })
+                };
+                page.scripts = page.scripts(None);
+                Arc::new(page)
             })
             .collect();
         Self {

@@ -79,9 +79,10 @@ impl Rewriter {
     ) -> Self {
         let pending: Pending = Arc::default();
         let forms = Arc::new(AtomicUsize::new(0));
-        let markup = page.markup.clone();
-        let scripts = page.scripts(nonce.as_deref());
-        let sources = page.sources.clone();
+        // What the handlers insert is the page's own, shared: only a nonce
+        // makes a response's script tags its own.
+        let (for_form, for_meta) = (page.clone(), page.clone());
+        let nonced = nonce.map(|n| page.scripts(Some(&n)));
         let count = forms.clone();
         let form_closed = Arc::new(AtomicBool::new(false));
         let closed = form_closed.clone();
@@ -93,8 +94,9 @@ impl Rewriter {
                         if count.fetch_add(1, Ordering::Relaxed) > 0 {
                             return Ok(());
                         }
-                        form.append(&markup, ContentType::Html);
-                        form.append(&scripts, ContentType::Html);
+                        form.append(&for_form.markup, ContentType::Html);
+                        let scripts = nonced.as_deref().unwrap_or(&for_form.scripts);
+                        form.append(scripts, ContentType::Html);
                         let closed = closed.clone();
                         // A form that is never closed explicitly keeps the
                         // parser going to the end of the page.
@@ -114,7 +116,7 @@ impl Rewriter {
                             v.trim().eq_ignore_ascii_case("content-security-policy")
                         });
                         if let (true, Some(policy)) = (is_csp, meta.get_attribute("content")) {
-                            meta.set_attribute("content", &csp::amend(&policy, &sources))?;
+                            meta.set_attribute("content", &csp::amend(&policy, &for_meta.sources))?;
                         }
                         Ok(())
                     },
