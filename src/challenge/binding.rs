@@ -69,8 +69,13 @@ impl Binding {
 
     /// The cookie to set with the challenge page.
     pub fn set_cookie(&self, id: ChallengeId, https: bool) -> HeaderValue {
-        let value = hex::encode(self.tag(id).finalize().into_bytes());
-        cookie(id, https, &value, self.max_age)
+        let mut value = [0u8; 64];
+        // 32 bytes of MAC are 64 hex digits: this cannot fail.
+        let value = match hex::encode_to_slice(self.tag(id).finalize().into_bytes(), &mut value) {
+            Ok(()) => std::str::from_utf8(&value).unwrap_or_default(),
+            Err(_) => "",
+        };
+        cookie(id, https, value, self.max_age)
     }
 
     /// The cookie that clears it, once the request is released.

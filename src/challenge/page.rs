@@ -17,7 +17,7 @@
 
 use std::sync::{Arc, LazyLock};
 
-use http::{HeaderMap, Uri, header::ACCEPT_LANGUAGE};
+use http::{HeaderMap, HeaderValue, Uri, header::ACCEPT_LANGUAGE};
 use sha2::{Digest, Sha256};
 
 use super::{ChallengeId, ID_FIELD, RELEASE_PATH, SCRIPT_PATH};
@@ -99,7 +99,7 @@ impl Language {
             .flat_map(|v| v.split(','));
         for range in ranges {
             let mut parts = range.split(';');
-            let tag = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let tag = parts.next().unwrap_or("").trim();
             let mut q = Some(1.0f32);
             for param in parts {
                 if let Some((k, v)) = param.split_once('=')
@@ -112,10 +112,13 @@ impl Language {
                         .filter(|q: &f32| (0.0..=1.0).contains(q));
                 }
             }
-            let lang = match tag.split('-').next() {
-                Some("zh") => Self::Chinese,
-                Some("en" | "*") => Self::English,
-                _ => continue,
+            let primary = tag.split('-').next().unwrap_or("");
+            let lang = if primary.eq_ignore_ascii_case("zh") {
+                Self::Chinese
+            } else if primary.eq_ignore_ascii_case("en") || primary == "*" {
+                Self::English
+            } else {
+                continue;
             };
             match q {
                 Some(q) if q > 0.0 && best.is_none_or(|(b, _)| q > b) => best = Some((q, lang)),
@@ -137,7 +140,7 @@ impl Language {
 #[derive(Debug, Clone)]
 pub struct Page {
     pub html: String,
-    pub csp: Arc<str>,
+    pub csp: HeaderValue,
 }
 
 /// Renders the pages; built once per configuration.
@@ -147,7 +150,7 @@ pub struct Pages {
     template: Arc<str>,
     /// `[pages] expired`, else `template`.
     expired_template: Option<Arc<str>>,
-    csp: Arc<str>,
+    csp: HeaderValue,
     /// The challenge page for each configured captcha id, language and
     /// retry, rendered once and split where the kept request's id goes: a
     /// page is then two copies and the id (a flood of challenges costs no
@@ -189,7 +192,9 @@ impl Pages {
                 .clone()
                 .unwrap_or_else(|| DEFAULT_TEMPLATE.into()),
             expired_template: None,
-            csp: csp.into(),
+            // Origins are checked host names and ports: a valid header value.
+            csp: HeaderValue::from_str(&csp)
+                .unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'")),
             prepared: Vec::new(),
         }
     }

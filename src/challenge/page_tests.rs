@@ -96,7 +96,12 @@ fn the_challenge_page_holds_the_widget_and_the_release_form() {
 #[test]
 fn the_csp_allows_self_and_exactly_the_two_origins() {
     let pages = Pages::new(&config(None), "http://127.0.0.1:9000/");
-    let csp = pages.expired(Language::English, None).csp;
+    let csp = pages
+        .expired(Language::English, None)
+        .csp
+        .to_str()
+        .expect("visible ASCII")
+        .to_owned();
     assert!(
         csp.starts_with(
             "default-src 'self' https://static.geetest.com http://127.0.0.1:9000; style-src 'self' https://static.geetest.com http://127.0.0.1:9000 'unsafe-inline';"
@@ -109,13 +114,23 @@ fn the_csp_allows_self_and_exactly_the_two_origins() {
     );
     assert!(csp.contains("frame-ancestors 'none'") && csp.contains("object-src 'none'"));
     let same = Pages::new(&config(None), "https://static.geetest.com");
-    let csp = same.expired(Language::English, None).csp;
+    let csp = same
+        .expired(Language::English, None)
+        .csp
+        .to_str()
+        .expect("visible ASCII")
+        .to_owned();
     assert!(
         csp.starts_with("default-src 'self' https://static.geetest.com;"),
         "{csp}"
     );
     let junk = Pages::new(&config(None), "'unsafe-eval' https://x; script-src *");
-    let csp = junk.expired(Language::English, None).csp;
+    let csp = junk
+        .expired(Language::English, None)
+        .csp
+        .to_str()
+        .expect("visible ASCII")
+        .to_owned();
     assert!(
         csp.starts_with("default-src 'self' https://static.geetest.com;"),
         "{csp}"

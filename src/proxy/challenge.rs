@@ -83,10 +83,11 @@ impl Challenges {
         body: Bytes,
         https: bool,
     ) -> Response<ProxyBody> {
+        // Read before the request id goes: a refusal page shows it.
+        let audience = Audience::of(&parts.method, &parts.headers);
         // The release's own id is set when the request is finally forwarded.
         parts.headers.remove(X_REQUEST_ID);
         let lang = Language::from_headers(&parts.headers);
-        let audience = Audience::of(&parts.method, &parts.headers);
         let kept = KeptRequest {
             method: parts.method,
             target: parts
@@ -354,9 +355,7 @@ fn page_response(status: StatusCode, page: Page) -> Response<ProxyBody> {
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Ok(csp) = HeaderValue::from_str(&page.csp) {
-        headers.insert(CONTENT_SECURITY_POLICY, csp);
-    }
+    headers.insert(CONTENT_SECURITY_POLICY, page.csp);
     resp
 }
 
