@@ -72,7 +72,8 @@ impl KeptRequest {
                 .collect(),
             body: &self.body,
         };
-        let mut out = vec![VERSION];
+        let mut out = Vec::with_capacity(self.weight() as usize + 64);
+        out.push(VERSION);
         postcard::to_io(&wire, &mut out)?;
         Ok(out)
     }

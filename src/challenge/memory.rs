@@ -32,7 +32,11 @@ struct State {
 
 #[derive(Debug)]
 struct Entry {
-    request: KeptRequest,
+    /// The request encoded as for Redis, in one allocation of its own: a
+    /// request as hyper parsed it shares its connection's read buffer
+    /// (header values and body are slices of it), which keeping it would
+    /// pin for the TTL, several KiB per kept request beyond its weight.
+    blob: Box<[u8]>,
     weight: u64,
     expires_at: u64,
 }
@@ -85,6 +89,11 @@ impl MemoryKeptStore {
 
     pub fn keep_now(&self, request: KeptRequest) -> Result<ChallengeId, KeepError> {
         let weight = request.weight();
+        let blob = request
+            .encode()
+            .map_err(|e| KeepError::Unavailable(e.to_string()))?
+            .into_boxed_slice();
+        drop(request);
         let mut state = self.live();
         let entries = state.entries.len() as u64;
         if entries >= self.max_entries || state.bytes.saturating_add(weight) > self.max_bytes {
@@ -104,7 +113,7 @@ impl MemoryKeptStore {
         state.entries.insert(
             id,
             Entry {
-                request,
+                blob,
                 weight,
                 expires_at,
             },
@@ -113,7 +122,9 @@ impl MemoryKeptStore {
     }
 
     pub fn take_now(&self, id: ChallengeId) -> Option<KeptRequest> {
-        self.live().remove(id).map(|e| e.request)
+        let entry = self.live().remove(id)?;
+        // Encoded here from a valid request: decoding cannot fail.
+        KeptRequest::decode(&entry.blob).ok()
     }
 
     pub fn exists_now(&self, id: ChallengeId) -> bool {
@@ -121,7 +132,8 @@ impl MemoryKeptStore {
     }
 
     pub fn peek_now(&self, id: ChallengeId) -> Option<KeptRequest> {
-        self.live().entries.get(&id).map(|e| e.request.clone())
+        let blob = self.live().entries.get(&id)?.blob.clone();
+        KeptRequest::decode(&blob).ok()
     }
 
     pub fn size_now(&self) -> (u64, u64) {
