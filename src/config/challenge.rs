@@ -95,29 +95,17 @@ impl Validator<'_, '_> {
 mod tests {
     use std::path::Path;
 
-    use crate::config::{ConfigError, parse_str};
+    use crate::config::{ConfigError, test_config};
 
-    const BASE: &str = r#"
-[server]
-http = "127.0.0.1:0"
-[upstream]
-url = "http://127.0.0.1:9"
-[captcha.main]
-id = "0123456789abcdef0123456789abcdef"
-key = "0123456789abcdef0123456789abcdef"
-[[route]]
-path = "/comment"
-"#;
+    /// The gated route every test here has: BASE and it end on line 10.
+    const ROUTE: &str = "[[route]]\npath = \"/comment\"\n";
 
     fn load(extra: &str, dir: &Path) -> Result<crate::config::Config, ConfigError> {
-        parse_str(&format!("{BASE}{extra}"), &dir.join("gatekeeper.toml"))
+        test_config::load(&format!("{ROUTE}{extra}"), dir)
     }
 
     fn error_of(extra: &str, dir: &Path) -> String {
-        match load(extra, dir) {
-            Ok(_) => panic!("accepted:\n{extra}"),
-            Err(e) => e.to_string(),
-        }
+        test_config::error_of(&format!("{ROUTE}{extra}"), dir)
     }
 
     #[test]

@@ -9,7 +9,8 @@ use serde_spanned::Spanned;
 
 use super::load::Validator;
 use super::raw::{self, CaptchaNames};
-use super::{Captcha, InjectRule, Methods, OnError, PathMatch, Route};
+use super::routes::origin;
+use super::{Captcha, InjectRule, Methods, OnError, Route};
 
 impl Validator<'_, '_> {
     pub(super) fn injects(
@@ -22,17 +23,12 @@ impl Validator<'_, '_> {
         for table in raw {
             let span = table.span();
             let r = table.get_ref();
-            let path = match (&r.path, &r.prefix) {
-                (Some(p), None) => self.route_path(p).map(PathMatch::Exact),
-                (None, Some(p)) => self.route_path(p).map(PathMatch::Prefix),
-                _ => {
-                    self.error(
-                        span.clone(),
-                        "[[inject]] needs exactly one of path (exact) or prefix",
-                    );
-                    None
-                }
-            };
+            let path = self.path_match(
+                r.path.as_ref(),
+                r.prefix.as_ref(),
+                span.clone(),
+                "[[inject]]",
+            );
             let host = r.host.as_ref().and_then(|h| self.route_host(h));
             let form = match &r.form {
                 Some(v) => {
@@ -65,10 +61,7 @@ impl Validator<'_, '_> {
             else {
                 continue;
             };
-            let origin = match (&host, &path) {
-                (h, PathMatch::Exact(p)) => format!("{}{p}", h.as_deref().unwrap_or("")),
-                (h, PathMatch::Prefix(p)) => format!("{}{p}*", h.as_deref().unwrap_or("")),
-            };
+            let origin = origin(host.as_deref(), &path);
             if rules
                 .iter()
                 .any(|other| other.route.path == path && other.route.host == host)
@@ -103,27 +96,14 @@ impl Validator<'_, '_> {
 mod tests {
     use std::path::Path;
 
-    use crate::config::{ConfigError, PathMatch, parse_str};
-
-    const BASE: &str = r#"
-[server]
-http = "127.0.0.1:0"
-[upstream]
-url = "http://127.0.0.1:9"
-[captcha.main]
-id = "0123456789abcdef0123456789abcdef"
-key = "0123456789abcdef0123456789abcdef"
-"#;
+    use crate::config::{ConfigError, PathMatch, test_config};
 
     fn load(extra: &str) -> Result<crate::config::Config, ConfigError> {
-        parse_str(&format!("{BASE}{extra}"), Path::new("gatekeeper.toml"))
+        test_config::load(extra, Path::new("."))
     }
 
     fn error_of(extra: &str) -> String {
-        match load(extra) {
-            Ok(_) => panic!("accepted:\n{extra}"),
-            Err(e) => e.to_string(),
-        }
+        test_config::error_of(extra, Path::new("."))
     }
 
     #[test]

@@ -20,6 +20,8 @@ mod raw;
 mod routes;
 mod sections;
 mod summary;
+#[cfg(test)]
+mod test_config;
 mod unknown_keys;
 mod values;
 

@@ -27,17 +27,12 @@ impl Validator<'_, '_> {
             let span = table.span();
             let line = self.report.line_of(span.start);
             let r = table.get_ref();
-            let path = match (&r.path, &r.prefix) {
-                (Some(p), None) => self.route_path(p).map(PathMatch::Exact),
-                (None, Some(p)) => self.route_path(p).map(PathMatch::Prefix),
-                _ => {
-                    self.error(
-                        span.clone(),
-                        "[[route]] needs exactly one of path (exact) or prefix",
-                    );
-                    None
-                }
-            };
+            let path = self.path_match(
+                r.path.as_ref(),
+                r.prefix.as_ref(),
+                span.clone(),
+                "[[route]]",
+            );
             let host = r.host.as_ref().and_then(|h| self.route_host(h));
             let methods = self.methods(r.methods.as_ref());
             let strict = r.strict.as_ref().is_some_and(|v| *v.get_ref());
@@ -60,10 +55,7 @@ impl Validator<'_, '_> {
             if route_captchas.is_empty() {
                 continue;
             }
-            let origin = match (&host, &path) {
-                (h, PathMatch::Exact(p)) => format!("{}{p}", h.as_deref().unwrap_or("")),
-                (h, PathMatch::Prefix(p)) => format!("{}{p}*", h.as_deref().unwrap_or("")),
-            };
+            let origin = origin(host.as_deref(), &path);
             let route = Route {
                 path,
                 host,
@@ -83,6 +75,27 @@ impl Validator<'_, '_> {
             routes.push((route, line));
         }
         routes.into_iter().map(|(r, _)| r).collect()
+    }
+
+    /// Exactly one of `path` (exact) or `prefix`, in normal form.
+    pub(super) fn path_match(
+        &mut self,
+        path: Option<&Spanned<String>>,
+        prefix: Option<&Spanned<String>>,
+        table_span: Range<usize>,
+        table: &str,
+    ) -> Option<PathMatch> {
+        match (path, prefix) {
+            (Some(p), None) => self.route_path(p).map(PathMatch::Exact),
+            (None, Some(p)) => self.route_path(p).map(PathMatch::Prefix),
+            _ => {
+                self.error(
+                    table_span,
+                    format!("{table} needs exactly one of path (exact) or prefix"),
+                );
+                None
+            }
+        }
     }
 
     /// A host name or address without a port: routes match the request's
@@ -212,6 +225,15 @@ impl Validator<'_, '_> {
             }
         }
         out
+    }
+}
+
+/// A route's label for logs and metrics: `[host]/path` or `[host]/prefix*`.
+pub(super) fn origin(host: Option<&str>, path: &PathMatch) -> String {
+    let host = host.unwrap_or("");
+    match path {
+        PathMatch::Exact(p) => format!("{host}{p}"),
+        PathMatch::Prefix(p) => format!("{host}{p}*"),
     }
 }
 
