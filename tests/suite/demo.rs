@@ -67,13 +67,7 @@ async fn the_legacy_app_has_no_captcha_code_and_gatekeeper_injects_the_widget() 
         "<div class=\"gatekeeper-captcha\" data-gatekeeper-captcha=\"{}\"></div>",
         gatekeeper::sim::DEMO_CAPTCHA_ID
     )));
-    for field in [
-        "lot_number",
-        "captcha_output",
-        "pass_token",
-        "gen_time",
-        "captcha_id",
-    ] {
+    for field in gatekeeper::gate::fields::CAPTCHA_FIELDS {
         assert!(
             login.contains(&format!(
                 "<input type=\"hidden\" name=\"{field}\" value=\"\">"

@@ -144,16 +144,7 @@ impl Drop for Pebble {
 
 /// A TLS client trusting only `root`, offering http/1.1, never resuming.
 pub fn client_trusting(root: CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(root).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let mut config = super::client_config_trusting(root, &[b"http/1.1"]);
     // Each connection a full handshake: the certificate of the moment.
     config.resumption = rustls::client::Resumption::disabled();
     Arc::new(config)
