@@ -9,6 +9,8 @@ use std::task::{Context, Poll, ready};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use super::request_line::RequestLine;
+
 /// A count of bytes, shared with the body that adds to it.
 #[derive(Debug, Clone, Default)]
 pub struct Tally(Arc<AtomicU64>);
@@ -63,42 +65,69 @@ impl<B: Body> Body for Tallied<B> {
     }
 }
 
-/// Runs once with the bytes a body gave.
+/// What is told, once, the bytes a body gave: a request's log line, held in
+/// the body itself (no allocation per request).
+pub trait EndOfBody {
+    fn ended(self, bytes: u64);
+}
+
+impl EndOfBody for RequestLine {
+    fn ended(self, bytes: u64) {
+        self.log(bytes);
+    }
+}
+
+/// Any closure, boxed.
 pub type OnEnd = Box<dyn FnOnce(u64) + Send>;
+
+impl EndOfBody for OnEnd {
+    fn ended(self, bytes: u64) {
+        self(bytes);
+    }
+}
 
 pin_project! {
     /// A response body that counts its data bytes and, once, when it ends,
     /// fails or is dropped unfinished (the client left), hands the count to
     /// `on_end`: before its last frame is returned, so the count is known
     /// before the client has it all.
-    pub struct Counted<B> {
+    pub struct Counted<B, E: EndOfBody = RequestLine> {
         #[pin]
         inner: B,
         bytes: u64,
-        on_end: Option<OnEnd>,
+        on_end: Option<E>,
     }
 
-    impl<B> PinnedDrop for Counted<B> {
+    impl<B, E: EndOfBody> PinnedDrop for Counted<B, E> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(on_end) = this.on_end.take() {
-                on_end(*this.bytes);
+                on_end.ended(*this.bytes);
             }
         }
     }
 }
 
-impl<B> Counted<B> {
-    pub fn new(inner: B, on_end: OnEnd) -> Self {
+impl<B, E: EndOfBody> Counted<B, E> {
+    pub fn new(inner: B, on_end: E) -> Self {
         Self {
             inner,
             bytes: 0,
             on_end: Some(on_end),
         }
     }
+
+    /// A body no one is told of: gatekeeper's own answer, not a request.
+    pub fn untold(inner: B) -> Self {
+        Self {
+            inner,
+            bytes: 0,
+            on_end: None,
+        }
+    }
 }
 
-impl<B: Body> Body for Counted<B> {
+impl<B: Body, E: EndOfBody> Body for Counted<B, E> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -116,7 +145,7 @@ impl<B: Body> Body for Counted<B> {
             None | Some(Err(_)) => true,
         };
         if ended && let Some(on_end) = this.on_end.take() {
-            on_end(*this.bytes);
+            on_end.ended(*this.bytes);
         }
         Poll::Ready(frame)
     }

@@ -174,7 +174,7 @@ impl Proxy {
             };
             // Logged when the answer's body has ended, or the client left:
             // only then are the bytes each way known.
-            resp.map(|body| Counted::new(body, Box::new(move |bytes_out| line.log(bytes_out))))
+            resp.map(|body| Counted::new(body, line))
         }
         .instrument(span)
         .await

@@ -9,7 +9,7 @@ use tracing::info;
 use super::counted::Tally;
 
 /// A request's one log line, its fields at the top level.
-pub(super) struct RequestLine {
+pub struct RequestLine {
     pub(super) request_id: HeaderValue,
     pub(super) method: Method,
     pub(super) host: Option<HeaderValue>,

@@ -213,7 +213,7 @@ where
                 // the request's state exists only while it runs.
                 let resp = match challenge {
                     // gatekeeper's own answer to the CA: not a request to log.
-                    Some(answer) => answer.map(|body| Counted::new(body, Box::new(|_| {}))),
+                    Some(answer) => answer.map(Counted::untold),
                     None => Box::pin(proxy.handle(req, info)).await,
                 };
                 Ok::<_, Infallible>(resp.map(|body| Tracked {
