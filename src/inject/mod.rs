@@ -10,21 +10,24 @@
 //! response body streams through. Anything else (another type, a compressed
 //! body, a 206 or 304) passes unchanged.
 //!
-//! What goes into the first form the selector matches: the widget's
-//! container, the five hidden fields, GeeTest's script and gatekeeper's
-//! [`SCRIPT_PATH`], which moves the container before the submit button,
-//! fills the fields on success and holds the submit until then. The rest of
-//! the page after that form passes unparsed (see `rewrite`).
+//! What goes in at the start of the first form the selector matches: the
+//! widget's container, the five hidden fields, GeeTest's script and
+//! gatekeeper's [`SCRIPT_PATH`], which moves the container before the submit
+//! button, fills the fields on success and holds the submit until then. The
+//! rest of the page after that form's start tag passes unparsed, and a page
+//! that starts as the last one did is not parsed at all (see `rewrite`).
 
 mod csp;
 mod rewrite;
 
 pub use csp::{WidgetSources, amend as amend_csp, script_nonce};
+use rewrite::Remembered;
 pub use rewrite::Rewriter;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 
+use arc_swap::ArcSwapOption;
 use sha2::{Digest, Sha256};
 
 use http::header::{
@@ -73,6 +76,8 @@ pub struct InjectPage {
     /// Each of these is logged once per configuration, not per page view.
     warned_unmatched: AtomicBool,
     warned_encoded: AtomicBool,
+    /// The start of the last page rewritten, for the next that starts alike.
+    last: ArcSwapOption<Remembered>,
     metrics: Arc<Metrics>,
 }
 
@@ -115,6 +120,7 @@ impl Injector {
                     sources: sources.clone(),
                     warned_unmatched: AtomicBool::new(false),
                     warned_encoded: AtomicBool::new(false),
+                    last: ArcSwapOption::empty(),
                     metrics: metrics.clone(),
                 };
                 page.scripts = page.scripts(None);

@@ -64,7 +64,7 @@ async fn the_legacy_app_has_no_captcha_code_and_gatekeeper_injects_the_widget() 
     let login = get(demo.http_port, "/login").await;
     assert!(status_line(&login).contains("200"), "{login}");
     assert!(login.contains(&format!(
-        "<div class=\"gatekeeper-captcha\" data-gatekeeper-captcha=\"{}\"></div>",
+        "<form method=\"post\" action=\"/login\" id=\"form\"><div class=\"gatekeeper-captcha\" data-gatekeeper-captcha=\"{}\"></div>",
         gatekeeper::sim::DEMO_CAPTCHA_ID
     )));
     for field in gatekeeper::gate::fields::CAPTCHA_FIELDS {
@@ -77,7 +77,7 @@ async fn the_legacy_app_has_no_captcha_code_and_gatekeeper_injects_the_widget() 
     }
     let sim = demo.sim;
     assert!(
-        login.contains(&format!("<script src=\"http://{sim}/gt4.js\"></script><script src=\"/.gatekeeper/inject.js\"></script></form>")),
+        login.contains(&format!("<script src=\"http://{sim}/gt4.js\"></script><script src=\"/.gatekeeper/inject.js\"></script>")),
         "{login}"
     );
     let csp = login

@@ -26,6 +26,18 @@ fn big_page() -> String {
     format!("<!doctype html><html><body>{filler}{FORM}</body></html>")
 }
 
+fn head_token_page(token: &str) -> String {
+    format!("<html><head><meta name=\"csrf\" content=\"{token}\"></head><body>{FORM}</body></html>")
+}
+
+fn field_token_page(token: &str) -> String {
+    format!(
+        "<html><head><title>Log in</title></head><body><h1>Log in</h1>\
+         <form method=\"post\" action=\"/login\"><input name=\"csrf\" value=\"{token}\"><input name=\"user\"></form>\
+         <p>{token}</p></body></html>"
+    )
+}
+
 type AppBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// The app: the request heads it received, and a page per path.
@@ -115,6 +127,12 @@ fn page(path: &str) -> Response<AppBody> {
             )),
             &[],
         ),
+        // Pages whose start differs per view (a token in the head), or only
+        // after the form's start tag (a token among its fields).
+        p if p.starts_with("/p/head/") => (html, full(head_token_page(&p[8..])), &[]),
+        p if p.starts_with("/p/field/") => (html, full(field_token_page(&p[9..])), &[]),
+        // A page that ends within the start of the page above.
+        "/p/cut" => (html, full(field_token_page("0")[..40].to_owned()), &[]),
         _ => (html, full(format!("<html><body>{FORM}</body></html>")), &[]),
     };
     let mut resp = Response::new(body);
@@ -210,6 +228,17 @@ fn injected(sim: &Sim) -> String {
     )
 }
 
+/// `page` with the widget (no nonce) where it goes: right after the start
+/// tag of its first login form.
+fn with_widget(page: &str, sim: &Sim) -> String {
+    let tag = "action=\"/login\">";
+    page.replacen(
+        tag,
+        &format!("{tag}{}", injected(sim).replace("NONCE", "")),
+        1,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_selected_form_gets_the_widget_and_the_head_is_made_true() {
     let s = setup().await;
@@ -220,7 +249,7 @@ async fn the_selected_form_gets_the_widget_and_the_head_is_made_true() {
         assert_eq!(
             a.text(),
             format!(
-                "<html><body><h1>Log in</h1><form method=\"post\" action=\"/login\"><input name=\"user\"><button>Go</button>{nonce}</form>\
+                "<html><body><h1>Log in</h1><form method=\"post\" action=\"/login\">{nonce}<input name=\"user\"><button>Go</button></form>\
                  <form action=\"/search\"><input name=\"q\"></form></body></html>"
             ),
             "only the selected form changes; the scripts carry the app's nonce"
@@ -278,13 +307,7 @@ async fn the_selected_form_gets_the_widget_and_the_head_is_made_true() {
 async fn the_first_matching_form_gets_the_widget_and_the_rest_passes_as_sent() {
     let s = setup().await;
     let a = s.get("/p/two", false).await;
-    let first = FORM.replace(
-        "<button>Go</button></form>",
-        &format!(
-            "<button>Go</button>{}</form>",
-            injected(&s.sim).replace("NONCE", "")
-        ),
-    );
+    let first = with_widget(FORM, &s.sim);
     assert_eq!(
         a.text(),
         format!(
@@ -298,13 +321,7 @@ async fn the_first_matching_form_gets_the_widget_and_the_rest_passes_as_sent() {
 async fn a_large_page_streams_through_with_every_byte_but_the_insertion_kept() {
     let s = setup().await;
     let a = s.get("/p/big", true).await;
-    let expected = big_page().replace(
-        "<button>Go</button></form>",
-        &format!(
-            "<button>Go</button>{}</form>",
-            injected(&s.sim).replace("NONCE", "")
-        ),
-    );
+    let expected = with_widget(&big_page(), &s.sim);
     assert_eq!(a.body.len(), expected.len());
     assert!(
         a.text() == expected,
@@ -366,5 +383,44 @@ async fn other_types_compressed_pages_and_other_paths_pass_unchanged_and_a_miss_
         logs.matches("the app compressed the page").count(),
         1,
         "{logs}"
+    );
+}
+
+/// A page that starts as the last one rewritten gets that rewrite's start
+/// without a parse; whatever differs, before the form or after its start
+/// tag, is each page's own.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_page_keeps_its_own_bytes_whether_its_start_is_remembered_or_parsed() {
+    let s = setup().await;
+    let mut served = 0;
+    for token in ["1", "2", "2", "3"] {
+        for (path, page) in [
+            (format!("/p/field/{token}"), field_token_page(token)),
+            (format!("/p/field/{token}"), field_token_page(token)),
+            (format!("/p/head/{token}"), head_token_page(token)),
+        ] {
+            for h2 in [false, true] {
+                let a = s.get(&path, h2).await;
+                assert_eq!(a.status, 200);
+                assert_eq!(a.text(), with_widget(&page, &s.sim), "{path}");
+                served += 1;
+            }
+        }
+    }
+    // A page that ends within the remembered start is parsed, and has no form.
+    let _ = s.get("/p/field/9", false).await;
+    let cut = s.get("/p/cut", false).await;
+    assert_eq!(cut.text(), field_token_page("0")[..40]);
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains(&format!(
+            "gatekeeper_injections_total{{outcome=\"injected\"}} {}",
+            served + 1
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gatekeeper_injections_total{outcome=\"unmatched\"} 1"),
+        "{metrics}"
     );
 }
