@@ -27,13 +27,17 @@ pub struct KeptRequest {
     pub body: Bytes,
 }
 
+/// Byte strings go as serde bytes (length, then the bytes in one copy); a
+/// plain `&[u8]` would be a sequence, serialized a byte at a time into the
+/// same layout.
 #[derive(Serialize, Deserialize)]
 struct Wire<'a> {
     method: &'a str,
     target: &'a str,
     #[serde(borrow)]
-    headers: Vec<(&'a str, &'a [u8])>,
-    body: &'a [u8],
+    headers: Vec<(&'a str, &'a serde_bytes::Bytes)>,
+    #[serde(borrow)]
+    body: &'a serde_bytes::Bytes,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,9 +72,9 @@ impl KeptRequest {
             headers: self
                 .headers
                 .iter()
-                .map(|(n, v)| (n.as_str(), v.as_bytes()))
+                .map(|(n, v)| (n.as_str(), serde_bytes::Bytes::new(v.as_bytes())))
                 .collect(),
-            body: &self.body,
+            body: serde_bytes::Bytes::new(&self.body),
         };
         let mut out = Vec::with_capacity(self.weight() as usize + 64);
         out.push(VERSION);
@@ -132,6 +136,17 @@ pub(super) fn sample(body: &[u8]) -> KeptRequest {
 mod tests {
     use super::*;
 
+    /// The layout a fleet's instances share: one instance's blob is
+    /// another's request, across versions of gatekeeper.
+    #[test]
+    fn the_blob_layout_is_fixed() {
+        let blob = sample(b"\x00\xffbody").encode().expect("encodes");
+        assert_eq!(
+            hex::encode(&blob),
+            "0104504f5354162f636f6d6d656e743f64726166743d3126783d253246040c636f6e74656e742d747970651f6d756c7469706172742f666f726d2d646174613b20626f756e646172793d7806636f6f6b696503613d3106636f6f6b696503623d3205782d6f646407636166c3a920800600ff626f6479"
+        );
+    }
+
     #[test]
     fn a_request_survives_encoding_byte_for_byte() {
         let body: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
@@ -174,7 +189,7 @@ mod tests {
             method: "PO ST",
             target: "/",
             headers: Vec::new(),
-            body: b"",
+            body: serde_bytes::Bytes::new(b""),
         };
         postcard::to_io(&wire, &mut bad_method).expect("encodes");
         assert!(matches!(
@@ -185,8 +200,8 @@ mod tests {
         let wire = Wire {
             method: "GET",
             target: "/",
-            headers: vec![("x", b"line\nbreak")],
-            body: b"",
+            headers: vec![("x", serde_bytes::Bytes::new(b"line\nbreak"))],
+            body: serde_bytes::Bytes::new(b""),
         };
         postcard::to_io(&wire, &mut bad_header).expect("encodes");
         assert!(matches!(
