@@ -8,11 +8,14 @@
 Starts a fast fixed-response upstream (an nginx of its own, 1 KiB answers),
 nginx as the proxy to compare with (same certificate and TLS versions, HTTP/2,
 keep-alive pool to the upstream, one worker per core), the GeeTest simulator,
-and gatekeeper; then measures each scenario against each target alternately
-and prints a table of figures and ratios, also written to
-target/bench/compare.md. Besides requests per second it reports the CPU time
-each proxy spent per request (user + system, from /proc): on a small machine
-that the load generator shares, that is the steadier measure of efficiency.
+and gatekeeper. The headline is the CPU time each proxy spends per request
+(user + system of its processes, from /proc), the figure that carries over to
+a bigger machine: each is the median of ROUNDS rounds alternated between the
+proxies (and between the variants a scenario compares), with the spread, and
+against nginx its ratio is the efficiency (nginx / gatekeeper). Requests per
+second, latency and memory follow in a second table: on a small machine that
+the load generator shares, they follow the whole machine. Both tables are
+also written to target/bench/compare.md.
 Needs Debian's nginx, wrk and nghttp2-client (h2load).
 """
 import asyncio
@@ -441,8 +444,10 @@ form = 'form[action="/login"]'
                   normalised=(gk_pids, lambda: wrk(f"https://127.0.0.1:{gk}/static/./css/../%61pp.css?v=1")))
         r1["direct"] = summary([wrk(f"http://127.0.0.1:{up}/")])
         against_nginx(1, "HTTPS h1 GET 1 KiB, 64 conns", r1, "≥ 1.2")
+        # Issue 15's budget (under ~1% for the checks on ordinary paths) is
+        # below this machine's noise: benches/instructions.py counts it.
         cpu.append(("1. the same GET by a path normalised first (ratio: normalised / plain)",
-                    r1["normalised"], None, r1["normalised"]["cpu_us"] / r1["gatekeeper"]["cpu_us"], "≤ 1.01"))
+                    r1["normalised"], None, r1["normalised"]["cpu_us"] / r1["gatekeeper"]["cpu_us"], ""))
 
         # 2. HTTPS HTTP/2 GET, 64 streams over 8 connections.
         r2 = both(lambda port: h2load(f"https://127.0.0.1:{port}/"))
@@ -457,60 +462,70 @@ form = 'form[action="/login"]'
         against_nginx(3, "HTTPS POST 2 KiB form, ungated", r3, "≥ 1.2")
 
         # 4. Gated POSTs, each with a fresh valid proof minted ahead of the
-        # run, alternated with the same POST ungated (scenario 3's).
+        # run, alternated with the same POST ungated (scenario 3's), so that
+        # their ratio is taken in one window of the machine.
         conn = http.client.HTTPConnection("127.0.0.1", sim)
         def mint(count=None):
             more = f"&count={count}" if count else ""
             conn.request("POST", f"/_sim/mint?captcha_id={CAPTCHA_ID}{more}")
             return json.loads(conn.getresponse().read())
-        # Enough that none runs out: scenario 4 is not faster than scenario 3.
-        wanted = int(r3["gatekeeper"]["rps_max"] * DURATION * ROUNDS * 1.5) + 1000
-        proofs = f"{work}/proofs.txt"
-        with open(proofs, "w") as f:
-            while wanted > 0:
-                batch = min(wanted, 50000)
-                for proof in mint(batch):
-                    f.write(urllib.parse.urlencode(proof) + "\n")
-                wanted -= batch
-        gated_lua = f"{work}/gated.lua"
-        with open(gated_lua, "w") as f:
-            f.write(GATED_LUA.replace("PROOFS", proofs).replace("FORM", form))
+        # Enough that none runs out (scenario 4 is not faster than scenario
+        # 3), in one file per round: a wrk run starts at its file's first
+        # proof, so a round reusing another's would send replays.
+        wanted = int(r3["gatekeeper"]["rps_max"] * DURATION * 1.5) + 1000
+        gated_luas = []
+        for round_ in range(ROUNDS):
+            proofs = f"{work}/proofs-{round_}.txt"
+            with open(proofs, "w") as f:
+                left = wanted
+                while left > 0:
+                    batch = min(left, 50000)
+                    for proof in mint(batch):
+                        f.write(urllib.parse.urlencode(proof) + "\n")
+                    left -= batch
+            gated_luas.append(f"{work}/gated-{round_}.lua")
+            with open(gated_luas[-1], "w") as f:
+                f.write(GATED_LUA.replace("PROOFS", proofs).replace("FORM", form))
         conn.request("GET", "/_sim/stats")
         before = json.loads(conn.getresponse().read())
         # The simulator's CPU is read apart: it stands in for GeeTest.
         sim_cpu = cpu_seconds([sim_proc.pid])
-        r4 = alternated({"gated": (gk_pids, lambda: wrk(f"https://127.0.0.1:{gk}/gated", gated_lua))})["gated"]
+        r4s = alternated({"gated": (gk_pids, lambda: wrk(f"https://127.0.0.1:{gk}/gated", gated_luas.pop())),
+                          "ungated": (gk_pids, lambda: wrk(f"https://127.0.0.1:{gk}/form", post_lua))})
+        r4, ungated = r4s["gated"], r4s["ungated"]
         sim_cpu = cpu_seconds([sim_proc.pid]) - sim_cpu
         conn.request("GET", "/_sim/stats")
         after = json.loads(conn.getresponse().read())
         validations = after["validations"] - before["validations"]
         new_conns = after["connections"] - before["connections"]
-        passed = r4["rps"] * (1 - r4["non2xx"] / max(1, r4["requests"]))
-        ungated = r3["gatekeeper"]
-        cpu.append(("4. gated POST, a fresh proof each (ratio: gated / ungated, scenario 3)",
+        if r4["non2xx"]:
+            sys.exit(f"scenario 4: {r4['non2xx']} gated POSTs refused; each proof was fresh")
+        passed = r4["rps"]
+        cpu.append(("4. gated POST, a fresh proof each (ratio: gated / the same POST ungated, alternated)",
                     r4, None, r4["cpu_us"] / ungated["cpu_us"], "≤ 1.5"))
+        cpu.append(("4. the same POST ungated, alternated with it", ungated, None, None, ""))
         rows.append(("4. gated POST, fresh proof each (passed req/s)", passed, None, None))
-        rows.append(("4. req/s ratio to gatekeeper's scenario 3", passed / ungated["rps"], None, None))
+        rows.append(("4. req/s ratio to the same POST ungated", passed / ungated["rps"], None, None))
         rows.append(("4. simulator CPU per validation (µs), not counted above", sim_cpu * 1e6 / max(1, validations), None, None))
         rows.append(("4. new validate connections per 1,000 validations", 1000 * new_conns / max(1, validations), None, None))
         # The pool fills once, up to the requests in flight (64); none after.
         rows.append(("4. validate connections opened in all", new_conns, None, None))
 
         # 5. Gated POSTs that are refused (replays of one used proof), and
-        # the same unproven POST from a script (403 JSON) and from a browser
-        # (the challenge page, its request kept): the page costs no more.
+        # the same form posted without a proof from a script (403 JSON) and
+        # from a browser (the challenge page, its request kept): the page
+        # costs no more.
         proof = mint()
         replay = form + "&" + urllib.parse.urlencode(proof)
         replay_lua = f"{work}/replay.lua"
         with open(replay_lua, "w") as f:
             f.write(f'wrk.method = "POST"\nwrk.body = "{replay}"\nwrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n')
-        small = "user=alice&text=hello"
         loads = {"replay": (gk_pids, lambda: wrk(f"https://127.0.0.1:{gk}/gated", replay_lua))}
         for kind, headers in [("refusal", 'wrk.headers["Accept"] = "application/json"\n'),
                               ("challenge", 'wrk.headers["Accept"] = "text/html"\nwrk.headers["Sec-Fetch-Mode"] = "navigate"\n')]:
             lua = f"{work}/unproven-{kind}.lua"
             with open(lua, "w") as f:
-                f.write(f'wrk.method = "POST"\nwrk.body = "{small}"\n'
+                f.write(f'wrk.method = "POST"\nwrk.body = "{form}"\n'
                         f'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n{headers}')
             loads[kind] = (gk_pids, lambda lua=lua: wrk(f"https://127.0.0.1:{gk}/gated", lua))
         r5 = alternated(loads)
