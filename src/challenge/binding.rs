@@ -57,8 +57,9 @@ impl Binding {
     /// `__Host-` on HTTPS (only the exact host, over TLS, path /); a browser
     /// refuses such a cookie over cleartext, so plain HTTP uses the bare name.
     pub fn cookie_name(id: ChallengeId, https: bool) -> String {
-        let prefix = if https { "__Host-" } else { "" };
-        format!("{prefix}gatekeeper-{id}")
+        let mut name = String::with_capacity(COOKIE_NAME_LEN);
+        push_cookie_name(&mut name, id, https);
+        name
     }
 
     fn tag(&self, id: ChallengeId) -> HmacSha256 {
@@ -111,12 +112,32 @@ fn mac_with(key: &[u8]) -> HmacSha256 {
     <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
 }
 
+/// `__Host-gatekeeper-` and 32 hex digits.
+const COOKIE_NAME_LEN: usize = 7 + 11 + 32;
+
+fn push_cookie_name(out: &mut String, id: ChallengeId, https: bool) {
+    if https {
+        out.push_str("__Host-");
+    }
+    out.push_str("gatekeeper-");
+    let mut hex = [0u8; 32];
+    if hex::encode_to_slice(id.0, &mut hex).is_ok() {
+        out.push_str(std::str::from_utf8(&hex).unwrap_or_default());
+    }
+}
+
+/// Built by pushes, not `format!`: one is set with every challenge page.
 fn cookie(id: ChallengeId, https: bool, value: &str, max_age: u64) -> HeaderValue {
-    let secure = if https { "; Secure" } else { "" };
-    let text = format!(
-        "{}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}",
-        Binding::cookie_name(id, https)
-    );
+    let mut text = String::with_capacity(COOKIE_NAME_LEN + value.len() + 80);
+    push_cookie_name(&mut text, id, https);
+    text.push('=');
+    text.push_str(value);
+    text.push_str("; Path=/; Max-Age=");
+    text.push_str(itoa::Buffer::new().format(max_age));
+    text.push_str("; HttpOnly; SameSite=Strict");
+    if https {
+        text.push_str("; Secure");
+    }
     // Hex, digits and fixed ASCII only: always a valid header value.
     HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }

@@ -22,7 +22,9 @@ pub struct MemoryKeptStore {
 
 #[derive(Debug, Default)]
 struct State {
-    entries: HashMap<ChallengeId, Entry>,
+    /// foldhash, not SipHash: a flood of challenges hashes ids on every keep
+    /// and expiry, and the ids are random bits drawn here, not a client's.
+    entries: HashMap<ChallengeId, Entry, foldhash::fast::RandomState>,
     /// (expires at in ms since `epoch`, id) in the order kept, which is
     /// expiry order (one TTL, a monotonic clock). A taken entry's item stays
     /// until its time comes and is then skipped: no search on take.
