@@ -159,6 +159,16 @@ def measured(pids, run_load, others=()):
     return result
 
 
+def form_post_lua(path, body, headers=None):
+    """Writes a wrk script that POSTs `body` as a form, with `headers`; returns its path."""
+    lines = ['wrk.method = "POST"', f'wrk.body = "{body}"',
+             'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"']
+    lines += [f'wrk.headers["{name}"] = "{value}"' for name, value in (headers or {}).items()]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
 def summary(results):
     """One figure per key over alternated rounds: the median, and its spread
     as `KEY_min` and `KEY_max`; counts are summed."""
@@ -455,9 +465,7 @@ form = 'form[action="/login"]'
 
         # 3. HTTPS POST of a 2 KiB form, ungated.
         form = urllib.parse.urlencode({"user": "alice", "text": "y" * 2000})
-        post_lua = f"{work}/post.lua"
-        with open(post_lua, "w") as f:
-            f.write(f'wrk.method = "POST"\nwrk.body = "{form}"\nwrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n')
+        post_lua = form_post_lua(f"{work}/post.lua", form)
         r3 = both(lambda port: wrk(f"https://127.0.0.1:{port}/form", post_lua))
         against_nginx(3, "HTTPS POST 2 KiB form, ungated", r3, "≥ 1.2")
 
@@ -517,16 +525,11 @@ form = 'form[action="/login"]'
         # costs no more.
         proof = mint()
         replay = form + "&" + urllib.parse.urlencode(proof)
-        replay_lua = f"{work}/replay.lua"
-        with open(replay_lua, "w") as f:
-            f.write(f'wrk.method = "POST"\nwrk.body = "{replay}"\nwrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n')
+        replay_lua = form_post_lua(f"{work}/replay.lua", replay)
         loads = {"replay": (gk_pids, lambda: wrk(f"https://127.0.0.1:{gk}/gated", replay_lua))}
-        for kind, headers in [("refusal", 'wrk.headers["Accept"] = "application/json"\n'),
-                              ("challenge", 'wrk.headers["Accept"] = "text/html"\nwrk.headers["Sec-Fetch-Mode"] = "navigate"\n')]:
-            lua = f"{work}/unproven-{kind}.lua"
-            with open(lua, "w") as f:
-                f.write(f'wrk.method = "POST"\nwrk.body = "{form}"\n'
-                        f'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n{headers}')
+        for kind, headers in [("refusal", {"Accept": "application/json"}),
+                              ("challenge", {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"})]:
+            lua = form_post_lua(f"{work}/unproven-{kind}.lua", form, headers)
             loads[kind] = (gk_pids, lambda lua=lua: wrk(f"https://127.0.0.1:{gk}/gated", lua))
         r5 = alternated(loads)
         cpu.append(("5. gated POST refused as a replay", r5["replay"], None, None, ""))

@@ -120,10 +120,7 @@ fn push_cookie_name(out: &mut String, id: ChallengeId, https: bool) {
         out.push_str("__Host-");
     }
     out.push_str("gatekeeper-");
-    let mut hex = [0u8; 32];
-    if hex::encode_to_slice(id.0, &mut hex).is_ok() {
-        out.push_str(std::str::from_utf8(&hex).unwrap_or_default());
-    }
+    out.push_str(std::str::from_utf8(&id.hex()).unwrap_or_default());
 }
 
 /// Built by pushes, not `format!`: one is set with every challenge page.

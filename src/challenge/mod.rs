@@ -105,12 +105,20 @@ impl ChallengeId {
     }
 }
 
+impl ChallengeId {
+    /// The 32 hex digits, on the stack: they are written into every
+    /// challenge page and cookie.
+    pub fn hex(&self) -> [u8; 32] {
+        let mut text = [0u8; 32];
+        // 16 bytes are exactly 32 digits: this cannot fail.
+        let _ = hex::encode_to_slice(self.0, &mut text);
+        text
+    }
+}
+
 impl fmt::Display for ChallengeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // On the stack: it is written into every challenge page and cookie.
-        let mut text = [0u8; 32];
-        hex::encode_to_slice(self.0, &mut text).map_err(|_| fmt::Error)?;
-        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
+        f.write_str(std::str::from_utf8(&self.hex()).map_err(|_| fmt::Error)?)
     }
 }
 

@@ -70,7 +70,6 @@ enum State {
         last: Arc<Remembered>,
         held: Vec<Bytes>,
         matched: usize,
-        encoding: AsciiCompatibleEncoding,
     },
     Parsing(Box<Parse>),
     /// What remains of the page passes through unchanged.
@@ -104,9 +103,16 @@ struct Parse {
     pending: Pending,
     forms: Arc<AtomicUsize>,
     encoding: AsciiCompatibleEncoding,
-    /// What was fed and what came out, while under [`MAX_REMEMBERED`] and
-    /// the page's answer may be remembered.
-    record: Option<(Vec<Bytes>, Vec<Bytes>, usize)>,
+    /// Kept while the page's answer may be remembered.
+    record: Option<Record>,
+}
+
+/// What a parse was fed and what came out, while under [`MAX_REMEMBERED`].
+#[derive(Default)]
+struct Record {
+    inputs: Vec<Bytes>,
+    outputs: Vec<Bytes>,
+    fed: usize,
 }
 
 impl Rewriter {
@@ -125,7 +131,6 @@ impl Rewriter {
                 last,
                 held: Vec::new(),
                 matched: 0,
-                encoding,
             },
             None => State::Parsing(Box::new(Parse::new(&page, encoding, nonce))),
         };
@@ -143,14 +148,13 @@ impl Rewriter {
                 last,
                 held,
                 matched,
-                encoding,
             } => {
                 let want = &last.input[*matched..];
                 let n = want.len().min(chunk.len());
                 if want[..n] != chunk[..n] {
                     // A different page: parse it from its first byte.
                     let held = std::mem::take(held);
-                    let parse = Parse::new(&self.page, *encoding, None);
+                    let parse = Parse::new(&self.page, last.encoding, None);
                     self.state = State::Parsing(Box::new(parse));
                     return self.parse_all(held.into_iter().chain([chunk]));
                 }
@@ -172,9 +176,10 @@ impl Rewriter {
         match std::mem::replace(&mut self.state, State::Done) {
             State::Done => Bytes::new(),
             State::Parsing(parse) => parse.finish(&self.page),
-            State::Recalling { held, encoding, .. } => {
+            State::Recalling { last, held, .. } => {
                 // The page ended within the remembered start: parse it.
-                self.state = State::Parsing(Box::new(Parse::new(&self.page, encoding, None)));
+                let parse = Parse::new(&self.page, last.encoding, None);
+                self.state = State::Parsing(Box::new(parse));
                 let (out, untouched) = self.parse_all(held);
                 let last = self.finish();
                 [out, untouched, last].concat().into()
@@ -236,7 +241,7 @@ impl Parse {
         // What the handlers insert is the page's own, shared: only a nonce
         // makes a response's script tags its own.
         let (for_form, for_meta) = (page.clone(), page.clone());
-        let record = nonce.is_none().then(|| (Vec::new(), Vec::new(), 0));
+        let record = nonce.is_none().then(Record::default);
         let nonced = nonce.map(|n| page.scripts(Some(&n)));
         let count = forms.clone();
         let settings = send::Settings::new_send()
@@ -288,12 +293,12 @@ impl Parse {
     }
 
     fn recorded(&mut self, input: Bytes) {
-        let Some((inputs, _, len)) = &mut self.record else {
+        let Some(record) = &mut self.record else {
             return;
         };
-        *len += input.len();
-        inputs.push(input);
-        if *len > MAX_REMEMBERED {
+        record.fed += input.len();
+        record.inputs.push(input);
+        if record.fed > MAX_REMEMBERED {
             self.record = None;
         }
     }
@@ -301,8 +306,8 @@ impl Parse {
     /// The output so far.
     fn take(&mut self) -> Bytes {
         let out = lock(&self.pending).split().freeze();
-        if let Some((_, outputs, _)) = &mut self.record {
-            outputs.push(out.clone());
+        if let Some(record) = &mut self.record {
+            record.outputs.push(out.clone());
         }
         out
     }
@@ -327,12 +332,12 @@ impl Parse {
             return out;
         }
         page.count(Outcome::Injected);
-        if let Some((inputs, mut outputs, _)) = record {
-            outputs.push(out.clone());
+        if let Some(mut record) = record {
+            record.outputs.push(out.clone());
             page.last.store(Some(Arc::new(Remembered {
                 encoding,
-                input: inputs.concat().into(),
-                output: outputs.concat().into(),
+                input: record.inputs.concat().into(),
+                output: record.outputs.concat().into(),
             })));
         }
         out
