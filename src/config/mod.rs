@@ -32,13 +32,14 @@ pub use pages::TEMPLATE_PLACEHOLDERS;
 pub use values::parse_duration;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Uri};
+
+pub use crate::geetest::CaptchaKey;
 use ipnet::IpNet;
 
 /// A fully validated configuration.
@@ -185,27 +186,6 @@ pub struct Captcha {
     /// 32 lowercase hex characters.
     pub id: String,
     pub key: CaptchaKey,
-}
-
-/// The 32-character captcha key. Its `Debug` never shows the value, so it
-/// cannot reach a log by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct CaptchaKey(String);
-
-impl CaptchaKey {
-    pub fn new(key: String) -> Self {
-        Self(key)
-    }
-    /// The key's bytes as written (GeeTest does NOT hex-decode it).
-    pub fn expose(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-}
-
-impl fmt::Debug for CaptchaKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("CaptchaKey([redacted])")
-    }
 }
 
 #[derive(Debug, Clone)]

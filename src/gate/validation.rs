@@ -115,7 +115,7 @@ impl<V: Validate> Validation<V> {
         Metrics::observe(&self.metrics.validate_seconds, validate_time);
         let validate_ms = Some(validate_time.as_millis() as u64);
         let (settle, result) = match answer {
-            Ok(Verdict::Pass { .. }) => (Settle::Record(LotState::Passed), Ok("pass")),
+            Ok(Verdict::Pass) => (Settle::Record(LotState::Passed), Ok("pass")),
             Ok(Verdict::Fail { reason }) => (
                 Settle::Record(LotState::Failed),
                 Err(Refusal::CaptchaFailed(reason)),

@@ -10,7 +10,7 @@ pub mod sign;
 
 pub use answer::Verdict;
 pub use client::{ValidateClient, ValidateError};
-pub use sign::sign_token;
+pub use sign::{CaptchaKey, sign_token};
 
 use std::fmt;
 
