@@ -319,7 +319,9 @@ impl<V: Validate> Gate<V> {
         // goes away cannot leave the lot_number claimed or drop the pooled
         // validate connection mid-request; see `Validation`.
         let (tx, rx) = oneshot::channel();
-        tokio::spawn(validation.run(tx));
+        // Boxed, the task holds a pointer: spawning moves the future through
+        // several calls, and this one (the validate exchange) is kilobytes.
+        tokio::spawn(Box::pin(validation.run(tx)));
         let settled = rx
             .await
             .map_err(|_| Refusal::CaptchaUnavailable("verification is temporarily unavailable"))?;

@@ -6,6 +6,8 @@
 //! containers) also split pairs at `;`: a segment holding a `;` next to a
 //! captcha field is refused, since those parsers would see other pairs.
 
+use std::borrow::Cow;
+
 use super::{FieldError, Found, ambiguous, captcha_index};
 
 /// Refuses `segment` if it holds a `;` and any `;`-separated piece of it
@@ -27,6 +29,16 @@ fn check_semicolons(segment: &[u8]) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// `raw` as it is when form_urlencoded would decode it to itself: it holds
+/// no `+` or `%` and is UTF-8. Most names and every proof value of the
+/// shapes GeeTest issues are, and are borrowed without a decoding pass.
+fn plain(raw: &[u8]) -> Option<&str> {
+    match memchr::memchr2(b'+', b'%', raw) {
+        None => std::str::from_utf8(raw).ok(),
+        Some(_) => None,
+    }
+}
+
 /// Removes captcha pairs, keeping every other `&`-separated segment byte for
 /// byte (its encoding, empty values, repeated keys, empty segments).
 /// Returns `None` when nothing was removed, so the caller keeps its bytes.
@@ -43,17 +55,27 @@ pub(super) fn strip(input: &[u8], found: &mut Found) -> Result<Option<Vec<u8>>, 
         // Only the name is decoded first: a long value of some other field
         // is never looked at. form_urlencoded decodes `+` and percent escapes
         // as browsers encode them.
-        let raw_name = &segment[..memchr::memchr(b'=', segment).unwrap_or(segment.len())];
-        let is_captcha = match form_urlencoded::parse(raw_name).next() {
-            Some((name, _)) => found.offer(&name, || {
-                let (_, value) = form_urlencoded::parse(segment).next().unwrap_or_default();
-                if value.contains('\u{FFFD}') {
-                    return Err(FieldError::Malformed(format!("{name} is not valid UTF-8")));
-                }
-                Ok(value.into_owned())
-            })?,
-            None => false,
+        let name_end = memchr::memchr(b'=', segment).unwrap_or(segment.len());
+        let name = match plain(&segment[..name_end]) {
+            Some(name) => Cow::Borrowed(name),
+            None => form_urlencoded::parse(&segment[..name_end])
+                .next()
+                .map(|(name, _)| name)
+                .unwrap_or_default(),
         };
+        let is_captcha = found.offer(&name, || {
+            let value = match plain(segment.get(name_end + 1..).unwrap_or_default()) {
+                Some(value) => Cow::Borrowed(value),
+                None => form_urlencoded::parse(segment)
+                    .next()
+                    .map(|(_, value)| value)
+                    .unwrap_or_default(),
+            };
+            if value.contains('\u{FFFD}') {
+                return Err(FieldError::Malformed(format!("{name} is not valid UTF-8")));
+            }
+            Ok(value.into_owned())
+        })?;
         if is_captcha {
             removed = true;
         } else {
@@ -75,6 +97,30 @@ mod tests {
                 .unwrap_or_else(|| input.to_owned()),
             found,
         )
+    }
+
+    #[test]
+    fn a_plain_name_or_value_is_what_form_urlencoded_decodes_it_to() {
+        for raw in [
+            &b"lot_number"[..],
+            b"x-y_z.~*!",
+            b"caf\xc3\xa9",
+            b"",
+            b"a+b",
+            b"%41",
+            b"\xff",
+        ] {
+            let parsed = form_urlencoded::parse(raw)
+                .next()
+                .map(|(text, _)| text)
+                .unwrap_or_default();
+            match plain(raw) {
+                Some(text) => assert_eq!(text, parsed),
+                None => assert!(
+                    raw.contains(&b'+') || raw.contains(&b'%') || std::str::from_utf8(raw).is_err()
+                ),
+            }
+        }
     }
 
     #[test]

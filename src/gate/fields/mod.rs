@@ -115,20 +115,26 @@ pub(crate) fn captcha_index(name: &str) -> Result<Option<usize>, FieldError> {
         return Ok(Some(index));
     }
     // The longest field name is 14 characters; a few more allow for `[]`.
-    let mut folded = String::with_capacity(16);
+    // Folded on the stack: most names are ordinary fields, and this runs
+    // for each of them.
+    let mut folded = [0u8; 16];
+    let mut len = 0;
     for c in name.trim_matches(|c: char| c.is_ascii_whitespace()).chars() {
         if matches!(c, '[' | '\0') {
             break;
         }
         let c = if matches!(c, '.' | ' ') { '_' } else { c };
-        folded.extend(c.to_uppercase());
-        if folded.len() > 16 {
-            return Ok(None);
+        for upper in c.to_uppercase() {
+            let Some(room) = folded.get_mut(len..len + upper.len_utf8()) else {
+                return Ok(None);
+            };
+            upper.encode_utf8(room);
+            len += upper.len_utf8();
         }
     }
     match CAPTCHA_FIELDS
         .iter()
-        .find(|f| f.eq_ignore_ascii_case(&folded))
+        .find(|f| f.as_bytes().eq_ignore_ascii_case(&folded[..len]))
     {
         Some(field) => Err(ambiguous(format!(
             "a field name that some applications read as {field}"
