@@ -249,16 +249,20 @@ impl<V: Validate> Gate<V> {
             &reason,
             log.validate_ms,
         );
-        let audience = Audience::of(&parts.method, &parts.headers);
+        // Read only for a refusal: it is answered in the form its audience reads.
+        let audience = || Audience::of(&parts.method, &parts.headers);
         match decision {
             Ok(admitted) => Decision::Admitted(forwardable(parts, admitted)),
             Err(NotAdmitted::Unproven(body)) => Decision::Unproven {
+                audience: audience(),
                 parts,
                 body,
                 refusal: unproven_refusal(),
-                audience,
             },
-            Err(NotAdmitted::Refused(refusal)) => Decision::Refused { refusal, audience },
+            Err(NotAdmitted::Refused(refusal)) => Decision::Refused {
+                refusal,
+                audience: audience(),
+            },
         }
     }
 
