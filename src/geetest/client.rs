@@ -141,9 +141,10 @@ impl ValidateClient {
                 .append_pair("sign_token", &sign)
                 .finish(),
         );
-        let query = form_urlencoded::Serializer::new(String::new())
-            .append_pair("captcha_id", captcha_id)
-            .finish();
+        let query =
+            form_urlencoded::Serializer::new(String::with_capacity(16 + 3 * captcha_id.len()))
+                .append_pair("captcha_id", captcha_id)
+                .finish();
         let started = tokio::time::Instant::now();
         let mut last_error = ValidateError::CircuitOpen;
         let servers = &self.inner.servers;
