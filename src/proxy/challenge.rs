@@ -75,16 +75,17 @@ impl Challenges {
         }
     }
 
-    /// Keeps an unproven navigation and answers with the challenge page.
+    /// Keeps an unproven navigation and answers with the challenge page;
+    /// `audience` (read by the gate, with the request id a refusal page
+    /// shows) is for the refusal if it cannot be kept.
     pub(super) async fn keep(
         &self,
         route: &Route,
         mut parts: Parts,
         body: Bytes,
+        audience: Audience,
         https: bool,
     ) -> Response<ProxyBody> {
-        // Read before the request id goes: a refusal page shows it.
-        let audience = Audience::of(&parts.method, &parts.headers);
         // The release's own id is set when the request is finally forwarded.
         parts.headers.remove(X_REQUEST_ID);
         let lang = Language::from_headers(&parts.headers);

@@ -261,10 +261,13 @@ impl Proxy {
                         parts,
                         body,
                         refusal: _,
-                        audience: _,
+                        audience,
                     } if route.challenge && is_navigation(&parts.headers) => {
                         let https = conn.scheme == "https";
-                        return self.challenges.keep(route, parts, body, https).await;
+                        return self
+                            .challenges
+                            .keep(route, parts, body, audience, https)
+                            .await;
                     }
                     Decision::Refused { refusal, audience }
                     | Decision::Unproven {
