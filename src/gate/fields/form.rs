@@ -30,8 +30,9 @@ fn check_semicolons(segment: &[u8]) -> Result<(), FieldError> {
 }
 
 /// `raw` as it is when form_urlencoded would decode it to itself: it holds
-/// no `+` or `%` and is UTF-8. Most names and every proof value of the
-/// shapes GeeTest issues are, and are borrowed without a decoding pass.
+/// no `+` or `%` and is UTF-8. Most names are, and so are the hex and digit
+/// proof values (a browser sends base64 padding as `%3D`, which is decoded):
+/// they are borrowed without a decoding pass.
 fn plain(raw: &[u8]) -> Option<&str> {
     match memchr::memchr2(b'+', b'%', raw) {
         None => std::str::from_utf8(raw).ok(),
