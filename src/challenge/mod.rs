@@ -103,9 +103,7 @@ impl ChallengeId {
         hex::decode_to_slice(text, &mut out).ok()?;
         Some(Self(out))
     }
-}
 
-impl ChallengeId {
     /// The 32 hex digits, on the stack: they are written into every
     /// challenge page and cookie.
     pub fn hex(&self) -> [u8; 32] {

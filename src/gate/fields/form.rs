@@ -56,22 +56,12 @@ pub(super) fn strip(input: &[u8], found: &mut Found) -> Result<Option<Vec<u8>>, 
         // Only the name is decoded first: a long value of some other field
         // is never looked at. form_urlencoded decodes `+` and percent escapes
         // as browsers encode them.
+        let decoded = || form_urlencoded::parse(segment).next().unwrap_or_default();
         let name_end = memchr::memchr(b'=', segment).unwrap_or(segment.len());
-        let name = match plain(&segment[..name_end]) {
-            Some(name) => Cow::Borrowed(name),
-            None => form_urlencoded::parse(&segment[..name_end])
-                .next()
-                .map(|(name, _)| name)
-                .unwrap_or_default(),
-        };
+        let name = plain(&segment[..name_end]).map_or_else(|| decoded().0, Cow::Borrowed);
         let is_captcha = found.offer(&name, || {
-            let value = match plain(segment.get(name_end + 1..).unwrap_or_default()) {
-                Some(value) => Cow::Borrowed(value),
-                None => form_urlencoded::parse(segment)
-                    .next()
-                    .map(|(_, value)| value)
-                    .unwrap_or_default(),
-            };
+            let raw_value = segment.get(name_end + 1..).unwrap_or_default();
+            let value = plain(raw_value).map_or_else(|| decoded().1, Cow::Borrowed);
             if value.contains('\u{FFFD}') {
                 return Err(FieldError::Malformed(format!("{name} is not valid UTF-8")));
             }
