@@ -100,16 +100,17 @@ def h2load(port, args, path, n):
     return None
 
 
-def posts(port, path, bodies, conns=4):
+def posts(port, path, bodies, conns=4, headers=None):
     """POSTs each body as a form over `conns` keep-alive connections; returns
     a failure report or None."""
     context = ssl._create_unverified_context()
     statuses = []
+    headers = {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})}
 
     def send(share):
         conn = http.client.HTTPSConnection("127.0.0.1", port, context=context)
         for body in share:
-            conn.request("POST", path, body, {"Content-Type": "application/x-www-form-urlencoded"})
+            conn.request("POST", path, body, headers)
             response = conn.getresponse()
             response.read()
             statuses.append(response.status)

@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""The traffic a profile-guided build learns from (see scripts/build-pgo).
+
+    python3 benches/pgo_train.py INSTRUMENTED_BINARY   # GK_TRAIN_REQUESTS=20000
+
+Runs the binary (built with -Cprofile-generate) in front of the same small
+upstream and simulator as benches/instructions.py and sends it what an edge
+sees most: HTTPS HTTP/1.1 and HTTP/2 GETs (one by a path that needs
+normalising), form POSTs ungated and gated with fresh proofs, replays, and
+unproven posts from a script (403) and from a browser (the challenge page).
+Each scenario runs the binary afresh and stops it with SIGTERM, so that it
+writes its profile as it exits.
+"""
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from instructions import (CAPTCHA_ID, CAPTCHA_KEY, FORM, free_port, h2load, minted,  # noqa: E402
+                          posts, upstream, wait_for)
+
+# Requests of the largest scenario; CI sends fewer, to check the script runs.
+REQUESTS = int(os.environ.get("GK_TRAIN_REQUESTS", "20000"))
+BROWSER = {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}
+SCRIPT = {"Accept": "application/json"}
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    binary = sys.argv[1]
+    work = tempfile.mkdtemp(prefix="gk-pgo-")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", f"{work}/key.pem", "-out", f"{work}/cert.pem", "-days", "2", "-subj", "/CN=localhost"],
+        check=True, capture_output=True)
+    up = free_port()
+    upstream(up)
+    sim = free_port()
+    sim_proc = subprocess.Popen([binary, "sim", "--listen", f"127.0.0.1:{sim}", "--captcha",
+                                 f"{CAPTCHA_ID}:{CAPTCHA_KEY}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(sim)
+    n = REQUESTS
+    replayed = minted(sim, 1) * (n // 10)
+    loads = [
+        ("HTTPS h1 GETs", lambda port: h2load(port, ["--h1"], "/page", n)),
+        ("HTTPS h2 GETs", lambda port: h2load(port, ["-m", "8"], "/page", n)),
+        ("GETs by a path normalised first", lambda port: h2load(port, ["--h1"], "//a/./b/%7ec", n // 4)),
+        ("form POSTs, ungated", lambda port: posts(port, "/form", [FORM] * (n // 2))),
+        ("form POSTs, gated, a fresh proof each", lambda port: posts(port, "/login", minted(sim, n // 4))),
+        ("gated POSTs replayed", lambda port: posts(port, "/login", replayed)),
+        ("unproven POSTs from a script", lambda port: posts(port, "/login", [FORM] * (n // 10), headers=SCRIPT)),
+        ("unproven POSTs from a browser", lambda port: posts(port, "/login", [FORM] * (n // 20), headers=BROWSER)),
+    ]
+    for name, load in loads:
+        port = free_port()
+        config = f"{work}/gatekeeper.toml"
+        with open(config, "w") as f:
+            f.write(f"""
+[server]
+https = "127.0.0.1:{port}"
+workers = 1
+log_level = "warn"
+[tls]
+cert = "{work}/cert.pem"
+key = "{work}/key.pem"
+[upstream]
+url = "http://127.0.0.1:{up}"
+[geetest]
+api_server = "http://127.0.0.1:{sim}"
+[captcha.login]
+id = "{CAPTCHA_ID}"
+key = "{CAPTCHA_KEY}"
+[[route]]
+path = "/login"
+""")
+        proc = subprocess.Popen([binary, "run", "-c", config],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(port)
+        load(port)
+        proc.terminate()
+        if proc.wait() != 0:
+            sys.exit(f"{binary} exited with {proc.returncode} after {name}: no profile written")
+        print(f"trained: {name}", flush=True)
+    sim_proc.terminate()
+    sim_proc.wait()
+
+
+if __name__ == "__main__":
+    main()
