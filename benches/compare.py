@@ -4,6 +4,7 @@
     python3 benches/compare.py            # builds the release binary first
     python3 benches/compare.py --quick    # 3 s per measurement instead of 10
     python3 benches/compare.py --binary PATH   # measure another build (A/B)
+    python3 benches/compare.py --pgo      # measure scripts/build-pgo's build
 
 Starts a fast fixed-response upstream (an nginx of its own, 1 KiB answers),
 nginx as the proxy to compare with (same certificate and TLS versions, HTTP/2,
@@ -37,6 +38,7 @@ import urllib.parse
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = "--quick" in sys.argv
 BINARY = sys.argv[sys.argv.index("--binary") + 1] if "--binary" in sys.argv else None
+PGO = "--pgo" in sys.argv
 DURATION = 3 if QUICK else 8
 # Each CPU figure is the median of this many rounds, alternated between the
 # proxies (and between the variants a scenario compares).
@@ -307,6 +309,9 @@ def main():
         sys.exit(f"scenario 7 needs {IDLE_CONNECTIONS + 1000} open files; the hard limit is {hard}")
     if BINARY:
         gk_bin = os.path.abspath(BINARY)
+    elif PGO:
+        subprocess.run(["bash", "scripts/build-pgo"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        gk_bin = os.path.join(ROOT, "target/pgo/release/gatekeeper")
     else:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
         gk_bin = os.path.join(ROOT, "target/release/gatekeeper")
