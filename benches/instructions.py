@@ -60,9 +60,9 @@ def wait_for(port, timeout=60):
     sys.exit(f"nothing listens on {port}")
 
 
-def upstream(port):
+def upstream(port, answer=ANSWER):
     """A keep-alive upstream answering every request (head and
-    Content-Length body) with 1 KiB."""
+    Content-Length body) with `answer` (1 KiB)."""
     server = socket.create_server(("127.0.0.1", port))
 
     def serve(conn):
@@ -80,7 +80,7 @@ def upstream(port):
                     if len(rest) < length:
                         break
                     buf = rest[length:]
-                    conn.sendall(ANSWER)
+                    conn.sendall(answer)
 
     def accept():
         while True:

@@ -6,8 +6,9 @@
 Runs the binary (built with -Cprofile-generate) in front of the same small
 upstream and simulator as benches/instructions.py and sends it what an edge
 sees most: HTTPS HTTP/1.1 and HTTP/2 GETs (one by a path that needs
-normalising), form POSTs ungated and gated with fresh proofs, replays, and
-unproven posts from a script (403) and from a browser (the challenge page).
+normalising), form POSTs ungated and gated with fresh proofs, replays,
+unproven posts from a script (403) and from a browser (the challenge page),
+and a 30 KB HTML page proxied as it is and with the widget injected.
 Each scenario runs the binary afresh and stops it with SIGTERM, so that it
 writes its profile as it exits.
 """
@@ -19,6 +20,12 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from instructions import (CAPTCHA_ID, CAPTCHA_KEY, FORM, free_port, h2load, minted,  # noqa: E402
                           posts, upstream, wait_for)
+
+# A 30 KB tag-dense page whose form comes last, for [[inject]] to parse through.
+PAGE = ("<!doctype html><html><head><title>Comments</title></head><body>"
+        + '<div class="row"><span>item</span> <a href="/item">more</a></div>' * 450
+        + '<form action="/login" method="post"><input name="user"></form></body></html>').encode()
+HTML = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n%s" % (len(PAGE), PAGE)
 
 # Requests of the largest scenario; CI sends fewer, to check the script runs.
 REQUESTS = int(os.environ.get("GK_TRAIN_REQUESTS", "20000"))
@@ -35,8 +42,9 @@ def main():
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
          "-keyout", f"{work}/key.pem", "-out", f"{work}/cert.pem", "-days", "2", "-subj", "/CN=localhost"],
         check=True, capture_output=True)
-    up = free_port()
+    up, html_up = free_port(), free_port()
     upstream(up)
+    upstream(html_up, HTML)
     sim = free_port()
     sim_proc = subprocess.Popen([binary, "sim", "--listen", f"127.0.0.1:{sim}", "--captcha",
                                  f"{CAPTCHA_ID}:{CAPTCHA_KEY}"],
@@ -53,8 +61,11 @@ def main():
         ("gated POSTs replayed", lambda port: posts(port, "/login", replayed)),
         ("unproven POSTs from a script", lambda port: posts(port, "/login", [FORM] * (n // 10), headers=SCRIPT)),
         ("unproven POSTs from a browser", lambda port: posts(port, "/login", [FORM] * (n // 20), headers=BROWSER)),
+        ("HTML pages, proxied", lambda port: h2load(port, ["--h1"], "/page.html", n // 10)),
+        ("HTML pages, the widget injected", lambda port: h2load(port, ["--h1"], "/inject/page.html", n // 10)),
     ]
     for name, load in loads:
+        html = name.startswith("HTML")
         port = free_port()
         config = f"{work}/gatekeeper.toml"
         with open(config, "w") as f:
@@ -67,7 +78,7 @@ log_level = "warn"
 cert = "{work}/cert.pem"
 key = "{work}/key.pem"
 [upstream]
-url = "http://127.0.0.1:{up}"
+url = "http://127.0.0.1:{html_up if html else up}"
 [geetest]
 api_server = "http://127.0.0.1:{sim}"
 [captcha.login]
@@ -75,6 +86,9 @@ id = "{CAPTCHA_ID}"
 key = "{CAPTCHA_KEY}"
 [[route]]
 path = "/login"
+[[inject]]
+prefix = "/inject/"
+form = 'form[action="/login"]'
 """)
         proc = subprocess.Popen([binary, "run", "-c", config],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
