@@ -151,34 +151,32 @@ def minted(sim_port, count):
     return [FORM + "&" + urllib.parse.urlencode(proof) for proof in proofs]
 
 
-def main():
-    binaries = sys.argv[1:]
-    if not binaries:
-        sys.exit(__doc__)
-    work = tempfile.mkdtemp(prefix="gk-instructions-")
+def workdir(prefix):
+    """A scratch directory holding a fresh self-signed certificate."""
+    work = tempfile.mkdtemp(prefix=prefix)
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
          "-keyout", f"{work}/key.pem", "-out", f"{work}/cert.pem", "-days", "2", "-subj", "/CN=localhost"],
         check=True, capture_output=True)
-    up = free_port()
-    upstream(up)
-    print("| binary | scenario | instructions per request |")
-    print("|---|---|---|")
-    for binary in binaries:
-        sim = free_port()
-        sim_proc = subprocess.Popen([binary, "sim", "--listen", f"127.0.0.1:{sim}", "--captcha",
-                                     f"{CAPTCHA_ID}:{CAPTCHA_KEY}"],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(sim)
-        loads = [(name, lambda port, n, args=args, path=path: h2load(port, args, path, n))
-                 for name, args, path in SCENARIOS]
-        loads += [(name, lambda port, n, path=path: posts(
-            port, path, minted(sim, n) if path == "/login" else [FORM] * n)) for name, path in POSTS]
-        for name, load in loads:
-            port = free_port()
-            config = f"{work}/gatekeeper.toml"
-            with open(config, "w") as f:
-                f.write(f"""
+    return work
+
+
+def simulator(binary):
+    """The binary's own simulator, started on a free port: (process, port)."""
+    port = free_port()
+    proc = subprocess.Popen([binary, "sim", "--listen", f"127.0.0.1:{port}", "--captcha",
+                             f"{CAPTCHA_ID}:{CAPTCHA_KEY}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(port)
+    return proc, port
+
+
+def write_config(work, port, up, sim, extra=""):
+    """work/gatekeeper.toml: HTTPS on `port` with one worker, upstream `up`,
+    the simulator `sim` as GeeTest, /login gated, then `extra`. Its path."""
+    config = f"{work}/gatekeeper.toml"
+    with open(config, "w") as f:
+        f.write(f"""
 [server]
 https = "127.0.0.1:{port}"
 workers = 1
@@ -195,7 +193,28 @@ id = "{CAPTCHA_ID}"
 key = "{CAPTCHA_KEY}"
 [[route]]
 path = "/login"
-""")
+{extra}""")
+    return config
+
+
+def main():
+    binaries = sys.argv[1:]
+    if not binaries:
+        sys.exit(__doc__)
+    work = workdir("gk-instructions-")
+    up = free_port()
+    upstream(up)
+    print("| binary | scenario | instructions per request |")
+    print("|---|---|---|")
+    for binary in binaries:
+        sim_proc, sim = simulator(binary)
+        loads = [(name, lambda port, n, args=args, path=path: h2load(port, args, path, n))
+                 for name, args, path in SCENARIOS]
+        loads += [(name, lambda port, n, path=path: posts(
+            port, path, minted(sim, n) if path == "/login" else [FORM] * n)) for name, path in POSTS]
+        for name, load in loads:
+            port = free_port()
+            config = write_config(work, port, up, sim)
             low = instructions(binary, config, port, lambda: load(port, LOW), f"{work}/low.out")
             high = instructions(binary, config, port, lambda: load(port, HIGH), f"{work}/high.out")
             per_request = (high - low) / (HIGH - LOW)

@@ -15,11 +15,10 @@ writes its profile as it exits.
 import os
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from instructions import (CAPTCHA_ID, CAPTCHA_KEY, FORM, free_port, h2load, minted,  # noqa: E402
-                          posts, upstream, wait_for)
+from instructions import (FORM, free_port, h2load, minted, posts, simulator,  # noqa: E402
+                          upstream, wait_for, workdir, write_config)
 
 # A 30 KB tag-dense page whose form comes last, for [[inject]] to parse through.
 PAGE = ("<!doctype html><html><head><title>Comments</title></head><body>"
@@ -31,25 +30,21 @@ HTML = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\
 REQUESTS = int(os.environ.get("GK_TRAIN_REQUESTS", "20000"))
 BROWSER = {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}
 SCRIPT = {"Accept": "application/json"}
+INJECT = """[[inject]]
+prefix = "/inject/"
+form = 'form[action="/login"]'
+"""
 
 
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     binary = sys.argv[1]
-    work = tempfile.mkdtemp(prefix="gk-pgo-")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-         "-keyout", f"{work}/key.pem", "-out", f"{work}/cert.pem", "-days", "2", "-subj", "/CN=localhost"],
-        check=True, capture_output=True)
+    work = workdir("gk-pgo-")
     up, html_up = free_port(), free_port()
     upstream(up)
     upstream(html_up, HTML)
-    sim = free_port()
-    sim_proc = subprocess.Popen([binary, "sim", "--listen", f"127.0.0.1:{sim}", "--captcha",
-                                 f"{CAPTCHA_ID}:{CAPTCHA_KEY}"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(sim)
+    sim_proc, sim = simulator(binary)
     n = REQUESTS
     replayed = minted(sim, 1) * (n // 10)
     loads = [
@@ -67,29 +62,7 @@ def main():
     for name, load in loads:
         html = name.startswith("HTML")
         port = free_port()
-        config = f"{work}/gatekeeper.toml"
-        with open(config, "w") as f:
-            f.write(f"""
-[server]
-https = "127.0.0.1:{port}"
-workers = 1
-log_level = "warn"
-[tls]
-cert = "{work}/cert.pem"
-key = "{work}/key.pem"
-[upstream]
-url = "http://127.0.0.1:{html_up if html else up}"
-[geetest]
-api_server = "http://127.0.0.1:{sim}"
-[captcha.login]
-id = "{CAPTCHA_ID}"
-key = "{CAPTCHA_KEY}"
-[[route]]
-path = "/login"
-[[inject]]
-prefix = "/inject/"
-form = 'form[action="/login"]'
-""")
+        config = write_config(work, port, html_up if html else up, sim, INJECT)
         proc = subprocess.Popen([binary, "run", "-c", config],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(port)
