@@ -62,7 +62,7 @@ def wait_for(port, timeout=60):
 
 def upstream(port, answer=ANSWER):
     """A keep-alive upstream answering every request (head and
-    Content-Length body) with `answer` (1 KiB)."""
+    Content-Length body) with `answer`, by default 1 KiB of text."""
     server = socket.create_server(("127.0.0.1", port))
 
     def serve(conn):

@@ -47,22 +47,25 @@ def main():
     sim_proc, sim = simulator(binary)
     n = REQUESTS
     replayed = minted(sim, 1) * (n // 10)
+    # (what is sent, the upstream that answers it, how)
     loads = [
-        ("HTTPS h1 GETs", lambda port: h2load(port, ["--h1"], "/page", n)),
-        ("HTTPS h2 GETs", lambda port: h2load(port, ["-m", "8"], "/page", n)),
-        ("GETs by a path normalised first", lambda port: h2load(port, ["--h1"], "//a/./b/%7ec", n // 4)),
-        ("form POSTs, ungated", lambda port: posts(port, "/form", [FORM] * (n // 2))),
-        ("form POSTs, gated, a fresh proof each", lambda port: posts(port, "/login", minted(sim, n // 4))),
-        ("gated POSTs replayed", lambda port: posts(port, "/login", replayed)),
-        ("unproven POSTs from a script", lambda port: posts(port, "/login", [FORM] * (n // 10), headers=SCRIPT)),
-        ("unproven POSTs from a browser", lambda port: posts(port, "/login", [FORM] * (n // 20), headers=BROWSER)),
-        ("HTML pages, proxied", lambda port: h2load(port, ["--h1"], "/page.html", n // 10)),
-        ("HTML pages, the widget injected", lambda port: h2load(port, ["--h1"], "/inject/page.html", n // 10)),
+        ("HTTPS h1 GETs", up, lambda port: h2load(port, ["--h1"], "/page", n)),
+        ("HTTPS h2 GETs", up, lambda port: h2load(port, ["-m", "8"], "/page", n)),
+        ("GETs by a path normalised first", up, lambda port: h2load(port, ["--h1"], "//a/./b/%7ec", n // 4)),
+        ("form POSTs, ungated", up, lambda port: posts(port, "/form", [FORM] * (n // 2))),
+        ("form POSTs, gated, a fresh proof each", up, lambda port: posts(port, "/login", minted(sim, n // 4))),
+        ("gated POSTs replayed", up, lambda port: posts(port, "/login", replayed)),
+        ("unproven POSTs from a script", up,
+         lambda port: posts(port, "/login", [FORM] * (n // 10), headers=SCRIPT)),
+        ("unproven POSTs from a browser", up,
+         lambda port: posts(port, "/login", [FORM] * (n // 20), headers=BROWSER)),
+        ("HTML pages, proxied", html_up, lambda port: h2load(port, ["--h1"], "/page.html", n // 10)),
+        ("HTML pages, the widget injected", html_up,
+         lambda port: h2load(port, ["--h1"], "/inject/page.html", n // 10)),
     ]
-    for name, load in loads:
-        html = name.startswith("HTML")
+    for name, answering, load in loads:
         port = free_port()
-        config = write_config(work, port, html_up if html else up, sim, INJECT)
+        config = write_config(work, port, answering, sim, INJECT)
         proc = subprocess.Popen([binary, "run", "-c", config],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(port)
