@@ -11,7 +11,10 @@ sent HTTPS HTTP/1.1 GETs (h2load --h1, 4 connections) to an ungated path, a
 path that needs normalising, and HTTP/2 GETs; then HTTPS HTTP/1.1 POSTs of a
 2 KiB form (4 keep-alive connections), ungated and gated, each gated one with
 a fresh proof from the binary's own simulator (not under valgrind: GeeTest's
-work is not gatekeeper's). Two request counts are run and the difference
+work is not gatekeeper's); then scenario 5's three answers to a gated POST
+that will not pass: the same proof replayed (403), no proof from a script
+(403 JSON), and no proof from a browser (the challenge page, its request
+kept). Two request counts are run and the difference
 divided, so start-up and TLS handshakes cancel out. Prints one row per binary
 and scenario. Needs valgrind, h2load (nghttp2-client), openssl.
 """
@@ -37,6 +40,14 @@ FORM = urllib.parse.urlencode({"user": "alice", "text": "y" * 2000})
 POSTS = [
     ("h1 POST 2 KiB form, ungated", "/form"),
     ("h1 POST 2 KiB form, gated, a fresh proof each", "/login"),
+]
+BROWSER = {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}
+SCRIPT = {"Accept": "application/json"}
+# Scenario 5: (name, headers, whether the form carries a proof already spent).
+REFUSED = [
+    ("h1 POST 2 KiB form, gated, refused as a replay", SCRIPT, True),
+    ("h1 POST 2 KiB form, no proof, from a script: 403 JSON", SCRIPT, False),
+    ("h1 POST 2 KiB form, no proof, from a browser: challenge page", BROWSER, False),
 ]
 CAPTCHA_ID = "647f5ed2ed8acb4be36784e01556bb71"
 CAPTCHA_KEY = "b09a7aafbfd83f73b35a9b530d0337bf"
@@ -100,9 +111,9 @@ def h2load(port, args, path, n):
     return None
 
 
-def posts(port, path, bodies, conns=4, headers=None):
+def posts(port, path, bodies, conns=4, headers=None, expect=200):
     """POSTs each body as a form over `conns` keep-alive connections; returns
-    a failure report or None."""
+    a failure report (an answer whose status is not `expect`) or None."""
     context = ssl._create_unverified_context()
     statuses = []
     headers = {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})}
@@ -121,8 +132,16 @@ def posts(port, path, bodies, conns=4, headers=None):
         t.start()
     for t in threads:
         t.join()
-    refused = [s for s in statuses if s != 200]
-    return f"{len(refused)} of {len(bodies)} not 200: {sorted(set(refused))}" if refused else None
+    wrong = [s for s in statuses if s != expect]
+    return f"{len(wrong)} of {len(bodies)} not {expect}: {sorted(set(wrong))}" if wrong else None
+
+
+def refused(port, body, n, headers, spend=False):
+    """POSTs `body` (a list of one) to /login n times, each to be refused with
+    a 403; with `spend`, passes it once first, so that the n are replays.
+    Returns a failure report or None."""
+    return (spend and posts(port, "/login", body, headers=headers)) or posts(
+        port, "/login", body * n, headers=headers, expect=403)
 
 
 def instructions(binary, config, port, load, out):
@@ -212,6 +231,9 @@ def main():
                  for name, args, path in SCENARIOS]
         loads += [(name, lambda port, n, path=path: posts(
             port, path, minted(sim, n) if path == "/login" else [FORM] * n)) for name, path in POSTS]
+        loads += [(name, lambda port, n, headers=headers, replay=replay: refused(
+            port, minted(sim, 1) if replay else [FORM], n, headers, spend=replay))
+            for name, headers, replay in REFUSED]
         for name, load in loads:
             port = free_port()
             config = write_config(work, port, up, sim)

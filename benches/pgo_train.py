@@ -17,8 +17,8 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from instructions import (FORM, free_port, h2load, minted, posts, simulator,  # noqa: E402
-                          upstream, wait_for, workdir, write_config)
+from instructions import (BROWSER, FORM, SCRIPT, free_port, h2load, minted, posts,  # noqa: E402
+                          simulator, upstream, wait_for, workdir, write_config)
 
 # A 30 KB tag-dense page whose form comes last, for [[inject]] to parse through.
 PAGE = ("<!doctype html><html><head><title>Comments</title></head><body>"
@@ -28,8 +28,6 @@ HTML = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\
 
 # Requests of the largest scenario; CI sends fewer, to check the script runs.
 REQUESTS = int(os.environ.get("GK_TRAIN_REQUESTS", "20000"))
-BROWSER = {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}
-SCRIPT = {"Accept": "application/json"}
 INJECT = """[[inject]]
 prefix = "/inject/"
 form = 'form[action="/login"]'
