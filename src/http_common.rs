@@ -10,6 +10,9 @@ use http_body_util::Full;
 pub const X_GATEKEEPER_CAPTCHA: http::HeaderName =
     http::HeaderName::from_static("x-gatekeeper-captcha");
 
+/// Passed upstream and logged with every line of the request.
+pub const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
 /// A body gatekeeper holds whole: a gated request after stripping, or an
 /// answer of its own.
 pub type HeldBody = Full<Bytes>;

@@ -7,12 +7,12 @@
 use std::borrow::Cow;
 
 use http::header::{
-    ACCEPT, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST, HeaderValue, LOCATION, REFERER,
-    RETRY_AFTER,
+    ACCEPT, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST, HeaderName, HeaderValue, LOCATION,
+    REFERER, RETRY_AFTER,
 };
 use http::{HeaderMap, Method, Response, StatusCode};
 
-use crate::http_common::{HeldBody, whole_body};
+use crate::http_common::{HeldBody, X_REQUEST_ID, whole_body};
 
 /// A refusal. Its reason is safe to show: it never holds a field's value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -309,14 +309,14 @@ impl Audience {
                     ct.starts_with("application/x-www-form-urlencoded")
                         || ct.starts_with("multipart/form-data")
                 });
-        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        // Typed names: a `&str` name is parsed again on every lookup.
+        let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
         Self {
             browser,
             form_post,
-            back: text(REFERER.as_str())
-                .and_then(|referer| back_path(referer, text(HOST.as_str()))),
+            back: text(&REFERER).and_then(|referer| back_path(referer, text(&HOST))),
             // Set by the proxy on every request before anything refuses it.
-            request_id: text("x-request-id").map(str::to_owned),
+            request_id: text(&X_REQUEST_ID).map(str::to_owned),
         }
     }
 }

@@ -51,6 +51,8 @@ pub use redis::RedisKeptStore;
 use std::fmt;
 use std::sync::Arc;
 
+use http::HeaderName;
+
 use crate::config::{ChallengeConfig, ReplayConfig, ReplayStoreKind};
 use crate::replay::BoxFuture;
 
@@ -75,10 +77,13 @@ pub fn is_navigation(headers: &http::HeaderMap) -> bool {
         .and_then(|accept| accept.split(',').next())
         .map(|first| first.trim().to_ascii_lowercase())
         .unwrap_or_default();
-    if headers.contains_key("x-requested-with") || first_accepted.contains("json") {
+    // Typed names: a `&str` name is parsed again on every lookup.
+    const X_REQUESTED_WITH: HeaderName = HeaderName::from_static("x-requested-with");
+    const SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
+    if headers.contains_key(X_REQUESTED_WITH) || first_accepted.contains("json") {
         return false;
     }
-    match headers.get("sec-fetch-mode") {
+    match headers.get(SEC_FETCH_MODE) {
         Some(mode) => mode.as_bytes().eq_ignore_ascii_case(b"navigate"),
         None => first_accepted.starts_with("text/html"),
     }

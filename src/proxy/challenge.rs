@@ -19,7 +19,7 @@ use http_body_util::{BodyExt, Either, Limited};
 use hyper::body::Incoming;
 
 use super::body::{self, ProxyBody};
-use super::handler::{AnswerHandling, ConnInfo, LogFields, Proxy, X_REQUEST_ID};
+use super::handler::{AnswerHandling, ConnInfo, LogFields, Proxy};
 use super::headers::forwarding::client_addr;
 use super::response::{refused, refused_closing};
 use crate::challenge::{
@@ -28,7 +28,7 @@ use crate::challenge::{
 };
 use crate::config::{Config, Route};
 use crate::gate::Decision;
-use crate::http_common::{frame_passed, whole_body};
+use crate::http_common::{X_REQUEST_ID, frame_passed, whole_body};
 use crate::inject;
 use crate::metrics::Metrics;
 use crate::normal_path::NormalPath;

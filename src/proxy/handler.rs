@@ -28,15 +28,12 @@ use super::websocket::{self, mark_websocket_upgrade};
 use crate::challenge::{KeptStore, RESERVED_PREFIX, is_navigation};
 use crate::config::{Config, Route};
 use crate::gate::{Decision, Gate};
-use crate::http_common::{X_GATEKEEPER_CAPTCHA, origin_of};
+use crate::http_common::{X_GATEKEEPER_CAPTCHA, X_REQUEST_ID, origin_of};
 use crate::inject::{InjectPage, Injector};
 use crate::metrics::{KindLabels, Metrics};
 use crate::normal_path::PathRules;
 use crate::refusal::{Audience, Refusal};
 use crate::routing::RouteTable;
-
-/// Passed upstream and logged with every line of the request.
-pub const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// What the connection knows about where a request came from.
 #[derive(Debug, Clone)]

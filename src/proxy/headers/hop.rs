@@ -32,7 +32,7 @@ static PROTECTED: [HeaderName; 9] = [
     header::CONTENT_LENGTH,
     header::CONTENT_TYPE,
     crate::http_common::X_GATEKEEPER_CAPTCHA,
-    HeaderName::from_static("x-request-id"),
+    crate::http_common::X_REQUEST_ID,
     super::forwarding::X_FORWARDED_FOR,
     super::forwarding::X_FORWARDED_PROTO,
     super::forwarding::X_FORWARDED_HOST,
