@@ -5,8 +5,9 @@
  * Content-Security-Policy): its data is in data-* attributes of
  * #gatekeeper-captcha. The widget script (GeeTest's gt4.js, or the
  * simulator's stand-in) is loaded before this one. On success the widget's
- * five fields fill the hidden release form, which is then submitted: a plain
- * form post, so the browser follows whatever the application answers.
+ * five fields are added to the hidden release form (the page does not carry
+ * them, to stay short), which is then submitted: a plain form post, so the
+ * browser follows whatever the application answers.
  */
 (function () {
   "use strict";
@@ -37,7 +38,13 @@
         if (!result) return;
         for (var i = 0; i < FIELDS.length; i++) {
           var input = form.elements.namedItem(FIELDS[i]);
-          if (input) input.value = result[FIELDS[i]] || "";
+          if (!input) {
+            input = document.createElement("input");
+            input.type = "hidden";
+            input.name = FIELDS[i];
+            form.appendChild(input);
+          }
+          input.value = result[FIELDS[i]] || "";
         }
         say(box.getAttribute("data-sending") || "");
         form.submit();

@@ -22,7 +22,6 @@ use sha2::{Digest, Sha256};
 
 use super::{ChallengeId, ID_FIELD, RELEASE_PATH, SCRIPT_PATH};
 use crate::config::ChallengeConfig;
-use crate::gate::fields::CAPTCHA_FIELDS;
 use crate::http_common::origin_of;
 use crate::refusal::escape_html;
 
@@ -266,11 +265,9 @@ impl Pages {
             escape_html(t.sending),
             escape_html(t.unavailable),
         );
-        for field in CAPTCHA_FIELDS {
-            widget.push_str(&format!(
-                "<input type=\"hidden\" name=\"{field}\" value=\"\">\n"
-            ));
-        }
+        // The five captcha fields are added by the script when the widget
+        // passes: the page is encrypted and sent with every challenge, and
+        // empty inputs would only lengthen it.
         widget.push_str(&format!(
             "</form>\n<noscript><p>{}</p></noscript>\n<script src=\"{}\"></script>\n<script src=\"{SCRIPT_PATH}\"></script>",
             escape_html(t.noscript),

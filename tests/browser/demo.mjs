@@ -129,7 +129,11 @@ try {
   // A wrong proof (the spent one) first: the same page says try again.
   await Promise.all([page.waitForNavigation(), page.evaluate((p) => {
     const form = document.getElementById("gatekeeper-release");
-    for (const [n, v] of Object.entries(p)) form.elements.namedItem(n).value = v;
+    // As challenge.js does: the page carries only the id's field.
+    for (const [n, v] of Object.entries(p)) {
+      const input = form.appendChild(document.createElement("input"));
+      Object.assign(input, { type: "hidden", name: n, value: v });
+    }
     form.submit();
   }, proof)]);
   await page.waitForSelector(".gt4-handle");
