@@ -161,14 +161,18 @@ mod tests {
         Binding::new([&captcha("main", key)], Duration::from_secs(600))
     }
 
-    /// The request a browser sends back with the cookie `set` gave it.
-    fn request_with(set: &HeaderValue) -> HeaderMap {
-        let pair = set
-            .to_str()
+    /// `name=value` of a `Set-Cookie`, without its attributes.
+    fn cookie_pair(set: &HeaderValue) -> &str {
+        set.to_str()
             .expect("ascii")
             .split(';')
             .next()
-            .expect("a pair");
+            .expect("a pair")
+    }
+
+    /// The request a browser sends back with the cookie `set` gave it.
+    fn request_with(set: &HeaderValue) -> HeaderMap {
+        let pair = cookie_pair(set);
         let mut headers = HeaderMap::new();
         headers.append(COOKIE, HeaderValue::from_static("theme=dark"));
         headers.append(
@@ -251,12 +255,7 @@ mod tests {
         );
         // Every byte of the tag counts: its last digit changed is refused.
         let set = b.set_cookie(id, true);
-        let pair = set
-            .to_str()
-            .expect("ascii")
-            .split(';')
-            .next()
-            .expect("a pair");
+        let pair = cookie_pair(&set);
         assert_eq!(pair.len(), "__Host-gatekeeper-=".len() + 32 + 32, "{pair}");
         let last = if pair.ends_with('0') { '1' } else { '0' };
         let flipped = format!("{}{last}", &pair[..pair.len() - 1]);
