@@ -99,9 +99,7 @@ impl Challenges {
             headers: parts.headers,
             body,
         };
-        let kept = self.store.keep(kept).await;
-        self.update_size().await;
-        match kept {
+        match self.store.keep(kept).await {
             Ok(id) => {
                 self.metrics.challenge("shown");
                 let captcha_id = route.captchas.first().map_or("", |c| c.id.as_str());
@@ -139,13 +137,6 @@ impl Challenges {
             .and_then(Uri::path_and_query)
             .map(|p| p.as_str());
         page_response(status, self.pages.expired(lang, back))
-    }
-
-    async fn update_size(&self) {
-        if let Ok((entries, bytes)) = self.store.size().await {
-            self.metrics.kept_requests.set(saturating_i64(entries));
-            self.metrics.kept_request_bytes.set(saturating_i64(bytes));
-        }
     }
 }
 
@@ -260,7 +251,6 @@ impl Proxy {
             Ok(None) => return challenges.expired(StatusCode::GONE, lang, &parts.headers),
             Err(e) => return store_failure(&e),
         };
-        challenges.update_size().await;
         challenges.metrics.challenge("passed");
         let KeptRequest {
             method,
@@ -384,8 +374,4 @@ fn unavailable(reason: &'static str) -> Response<ProxyBody> {
 fn store_failure(e: &crate::challenge::StoreError) -> Response<ProxyBody> {
     tracing::warn!(error = %e, "kept-request store failed");
     unavailable("the captcha check is unavailable right now; please try again later")
-}
-
-fn saturating_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }

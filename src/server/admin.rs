@@ -29,7 +29,7 @@ pub async fn accept_loop(tcp: TcpListener, shared: Arc<Shared>, mut stop: watch:
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(answer(&shared, &req)) }
+                async move { Ok::<_, Infallible>(answer(&shared, &req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -38,11 +38,23 @@ pub async fn accept_loop(tcp: TcpListener, shared: Arc<Shared>, mut stop: watch:
     }
 }
 
-fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => {
-            let entries = i64::try_from(shared.local_store.len()).unwrap_or(i64::MAX);
-            shared.metrics.replay_entries.set(entries);
+            // The stores' sizes are read when scraped, not after each change:
+            // reading the kept store's size costs a lock and a purge (with
+            // Redis, a round trip), which every challenge shown or passed
+            // would pay for a figure only a scrape reads.
+            let metrics = &shared.metrics;
+            metrics
+                .replay_entries
+                .set(saturating_i64(shared.local_store.len() as u64));
+            // A store that cannot answer leaves the last figures, as a
+            // failed scrape of any other gauge would.
+            if let Ok((entries, bytes)) = shared.kept.size().await {
+                metrics.kept_requests.set(saturating_i64(entries));
+                metrics.kept_request_bytes.set(saturating_i64(bytes));
+            }
             (
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -69,4 +81,8 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
+}
+
+fn saturating_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }

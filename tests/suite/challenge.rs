@@ -337,6 +337,7 @@ async fn an_expired_kept_request_is_gone() {
         ))
         .await;
     let (id, cookie) = challenge_of(&kept);
+    assert_eq!(metric(env.admin, "gatekeeper_kept_requests ").await, 1.0);
     let release_url = env.https_url("/.gatekeeper/release");
     // A release without a proof is refused (403) while the request is kept,
     // and finds it gone (410) once the TTL has passed.
@@ -364,6 +365,13 @@ async fn an_expired_kept_request_is_gone() {
     .await;
     assert_eq!(late.status, StatusCode::GONE);
     assert_eq!(env.upstream.count(), 0);
+    // The gauges read the store when scraped: an expiry shows without
+    // another request being kept or released.
+    assert_eq!(metric(env.admin, "gatekeeper_kept_requests ").await, 0.0);
+    assert_eq!(
+        metric(env.admin, "gatekeeper_kept_request_bytes ").await,
+        0.0
+    );
     env.shutdown().await;
 }
 
