@@ -13,7 +13,8 @@ and gatekeeper. The headline is the CPU time each proxy spends per request
 (user + system of its processes, from /proc), the figure that carries over to
 a bigger machine: each is the median of ROUNDS rounds alternated between the
 proxies (and between the variants a scenario compares), with the spread, and
-against nginx its ratio is the efficiency (nginx / gatekeeper). Requests per
+against nginx its ratio is the efficiency (nginx / gatekeeper), taken within
+each round and then the median of those. Requests per
 second, latency and memory follow in a second table: on a small machine that
 the load generator shares, they follow the whole machine. Both tables are
 also written to target/bench/compare.md.
@@ -41,8 +42,11 @@ BINARY = sys.argv[sys.argv.index("--binary") + 1] if "--binary" in sys.argv else
 PGO = "--pgo" in sys.argv
 DURATION = 3 if QUICK else 8
 # Each CPU figure is the median of this many rounds, alternated between the
-# proxies (and between the variants a scenario compares).
-ROUNDS = 3
+# proxies (and between the variants a scenario compares). Each ratio is the
+# median of the rounds' own ratios: the two figures of one round ran within
+# seconds of each other, so a slow spell of the shared machine that lasts
+# longer than that falls on both and cancels out.
+ROUNDS = 5
 IDLE_CONNECTIONS = 10000
 CAPTCHA_ID = "647f5ed2ed8acb4be36784e01556bb71"
 CAPTCHA_KEY = "b09a7aafbfd83f73b35a9b530d0337bf"
@@ -171,6 +175,13 @@ def form_post_lua(path, body, headers=None):
     return path
 
 
+def paired(numerator, denominator):
+    """The ratio of two alternated figures: the median of their ratios round by
+    round, with its spread, as (median, min, max)."""
+    ratios = [a / b for a, b in zip(numerator["rounds"], denominator["rounds"])]
+    return statistics.median(ratios), min(ratios), max(ratios)
+
+
 def summary(results):
     """One figure per key over alternated rounds: the median, and its spread
     as `KEY_min` and `KEY_max`; counts are summed."""
@@ -180,6 +191,7 @@ def summary(results):
         if values:
             out[key] = statistics.median(values)
             out[f"{key}_min"], out[f"{key}_max"] = min(values), max(values)
+    out["rounds"] = [r["cpu_us"] for r in results]
     for key in ("requests", "non2xx"):
         out[key] = sum(r.get(key, 0) for r in results)
     out["errors"] = "; ".join(r["errors"] for r in results if r.get("errors"))
@@ -424,10 +436,15 @@ form = 'form[action="/login"]'
         def alternated(loads):
             """Runs each load in turn, ROUNDS times over, so that a slow spell of
             the machine falls on all of them; each result is the median with
-            its spread. `loads`: {label: (pids, run_load)}."""
+            its spread. The order turns by one each round, so that none always
+            runs first (after a pause) or after the same neighbour.
+            `loads`: {label: (pids, run_load)}."""
             runs = {label: [] for label in loads}
-            for _ in range(ROUNDS):
-                for label, (pids, load) in loads.items():
+            labels = list(loads)
+            for round_ in range(ROUNDS):
+                turn = round_ % len(labels)
+                for label in labels[turn:] + labels[:turn]:
+                    pids, load = loads[label]
                     runs[label].append(measured(pids, load, up_pids))
             return {label: summary(results) for label, results in runs.items()}
 
@@ -437,7 +454,7 @@ form = 'form[action="/login"]'
 
         def against_nginx(n, name, results, target):
             g, x = results["gatekeeper"], results["nginx"]
-            cpu.append((f"{n}. {name}", g, x, x["cpu_us"] / g["cpu_us"], target))
+            cpu.append((f"{n}. {name}", g, x, paired(x, g), target))
             # Requests per second follow the CPU the whole machine spends per
             # request, of which the proxy's is only part. With gatekeeper's
             # user space free, the machine would spend (rest + gatekeeper's
@@ -462,7 +479,7 @@ form = 'form[action="/login"]'
         # Issue 15's budget (under ~1% for the checks on ordinary paths) is
         # below this machine's noise: benches/instructions.py counts it.
         cpu.append(("1. the same GET by a path normalised first (ratio: normalised / plain)",
-                    r1["normalised"], None, r1["normalised"]["cpu_us"] / r1["gatekeeper"]["cpu_us"], ""))
+                    r1["normalised"], None, paired(r1["normalised"], r1["gatekeeper"]), ""))
 
         # 2. HTTPS HTTP/2 GET, 64 streams over 8 connections.
         r2 = both(lambda port: h2load(f"https://127.0.0.1:{port}/"))
@@ -515,7 +532,7 @@ form = 'form[action="/login"]'
             sys.exit(f"scenario 4: {r4['non2xx']} gated POSTs refused; each proof was fresh")
         passed = r4["rps"]
         cpu.append(("4. gated POST, a fresh proof each (ratio: gated / the same POST ungated, alternated)",
-                    r4, None, r4["cpu_us"] / ungated["cpu_us"], "≤ 1.5"))
+                    r4, None, paired(r4, ungated), "≤ 1.5"))
         cpu.append(("4. the same POST ungated, alternated with it", ungated, None, None, ""))
         rows.append(("4. gated POST, fresh proof each (passed req/s)", passed, None, None))
         rows.append(("4. req/s ratio to the same POST ungated", passed / ungated["rps"], None, None))
@@ -540,10 +557,10 @@ form = 'form[action="/login"]'
         cpu.append(("5. gated POST refused as a replay", r5["replay"], None, None, ""))
         cpu.append(("5. unproven POST from a script, 403 JSON", r5["refusal"], None, None, ""))
         cpu.append(("5. unproven POST from a browser, challenge page (ratio: page / refused replay)",
-                    r5["challenge"], None, r5["challenge"]["cpu_us"] / r5["replay"]["cpu_us"], "≤ 1"))
+                    r5["challenge"], None, paired(r5["challenge"], r5["replay"]), "≤ 1"))
         rows.append(("5. gated POST, refused as replays (req/s)", r5["replay"]["rps"], None, None))
         rows.append(("5. challenge page / 403 JSON for the same post, CPU per request",
-                     r5["challenge"]["cpu_us"] / r5["refusal"]["cpu_us"], None, None))
+                     paired(r5["challenge"], r5["refusal"])[0], None, None))
 
         # 8. A 30 KB HTML page proxied as it is, and with the widget injected
         # into its form as it streams: the form near the top, or last. A page
@@ -557,18 +574,18 @@ form = 'form[action="/login"]'
         for kind, r in r8.items():
             if r["non2xx"] or r["errors"]:
                 sys.exit(f"scenario 8 {kind}: {r['non2xx']} non-2xx, errors {r['errors']}")
-        plain, vary = r8["plain"]["cpu_us"], r8["vary plain"]["cpu_us"]
+        plain, vary = r8["plain"], r8["vary plain"]
         cpu.append(("8. 30 KB HTML page proxied", r8["plain"], None, None, ""))
         cpu.append(("8. the same, widget injected, form near the top (ratio: injected / plain)",
-                    r8["top"], None, r8["top"]["cpu_us"] / plain, "≤ 1.10"))
+                    r8["top"], None, paired(r8["top"], plain), "≤ 1.10"))
         cpu.append(("8. the same, form last (ratio: injected / plain)",
-                    r8["end"], None, r8["end"]["cpu_us"] / plain, "≤ 1.10"))
+                    r8["end"], None, paired(r8["end"], plain), "≤ 1.10"))
         cpu.append(("8. 30 KB page with a token in its head that differs per view, proxied",
                     r8["vary plain"], None, None, ""))
         cpu.append(("8. the same, injected: parsed up to the form near the top (ratio: injected / plain)",
-                    r8["vary top"], None, r8["vary top"]["cpu_us"] / vary, ""))
+                    r8["vary top"], None, paired(r8["vary top"], vary), ""))
         cpu.append(("8. the same, form last: the whole page parsed (ratio: injected / plain)",
-                    r8["vary end"], None, r8["vary end"]["cpu_us"] / vary, ""))
+                    r8["vary end"], None, paired(r8["vary end"], vary), ""))
 
         # 6. Latency added at 200 req/s: p50 and p99 (ms), keep-alive.
         l_gk = latency("127.0.0.1", gk, True)
@@ -592,13 +609,15 @@ form = 'form[action="/login"]'
                 return " | |"
             return (f" {r['cpu_us']:.2f} ({r['cpu_us_min']:.2f}–{r['cpu_us_max']:.2f}) |"
                     f" {r['user_us']:.2f} + {r['sys_us']:.2f} |")
+        ratio_cell = lambda r: "" if r is None else f"{r[0]:.2f} ({r[1]:.2f}–{r[2]:.2f})"
         head = [f"CPU per request, µs: median of {ROUNDS} alternated rounds (min–max), user + system.",
                 "Against nginx the ratio is the efficiency, nginx / gatekeeper (higher is better);",
-                "for gatekeeper's own paths it is the one the scenario names.", "",
+                "for gatekeeper's own paths it is the one the scenario names. A ratio is the",
+                "median of the rounds' own ratios (min–max), each taken within one round.", "",
                 "| scenario | gatekeeper µs | user + sys | nginx µs | user + sys | ratio | target |",
                 "|---|---|---|---|---|---|---|"]
         for name, g, x, ratio, target in cpu:
-            head.append(f"| {name} |{cell(g)}{cell(x)} {fmt(ratio)} | {target} |")
+            head.append(f"| {name} |{cell(g)}{cell(x)} {ratio_cell(ratio)} | {target} |")
         lines = ["", "| secondary | gatekeeper | nginx | direct | gatekeeper / nginx |", "|---|---|---|---|---|"]
         for name, g, n, d in rows:
             ratio = f"{g / n:.2f}" if (g is not None and n) else ""
