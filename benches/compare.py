@@ -191,7 +191,7 @@ def summary(results):
         if values:
             out[key] = statistics.median(values)
             out[f"{key}_min"], out[f"{key}_max"] = min(values), max(values)
-    out["rounds"] = [r["cpu_us"] for r in results]
+    out["rounds"] = [r["cpu_us"] for r in results if "cpu_us" in r]
     for key in ("requests", "non2xx"):
         out[key] = sum(r.get(key, 0) for r in results)
     out["errors"] = "; ".join(r["errors"] for r in results if r.get("errors"))
