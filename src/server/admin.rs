@@ -48,7 +48,7 @@ async fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes
             let metrics = &shared.metrics;
             metrics
                 .replay_entries
-                .set(saturating_i64(shared.local_store.len() as u64));
+                .set(saturating_i64(shared.local_store.len()));
             // A store that cannot answer leaves the last figures, as a
             // failed scrape of any other gauge would.
             if let Ok((entries, bytes)) = shared.kept.size().await {
@@ -83,6 +83,8 @@ async fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes
     resp
 }
 
-fn saturating_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+/// A count as a gauge's value: counts never go below zero, and past
+/// `i64::MAX` they stay there.
+fn saturating_i64(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
 }
