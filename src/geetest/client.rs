@@ -19,6 +19,55 @@ const MAX_ANSWER: usize = 64 * 1024;
 /// How long an unused connection to a validate server is kept.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// The bytes `application/x-www-form-urlencoded` leaves as they are (the
+/// WHATWG URL standard's set, as `form_urlencoded` uses); every other byte
+/// is percent-encoded.
+const FORM_ENCODED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'*')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_');
+
+/// The validate request's form body: the proof's four fields and its
+/// sign_token.
+pub fn validate_body(proof: &Proof, sign_token: &str) -> String {
+    // Room for the names, and for captcha_output's base64 with every byte
+    // percent-encoded, so the body is written without regrowing.
+    let capacity = 80
+        + proof.lot_number.len()
+        + 3 * proof.captcha_output.len()
+        + proof.pass_token.len()
+        + proof.gen_time.len()
+        + sign_token.len();
+    let mut body = String::with_capacity(capacity);
+    for (name, value) in [
+        ("lot_number", proof.lot_number.as_str()),
+        ("captcha_output", &proof.captcha_output),
+        ("pass_token", &proof.pass_token),
+        ("gen_time", &proof.gen_time),
+        ("sign_token", sign_token),
+    ] {
+        append_form_pair(&mut body, name, value);
+    }
+    body
+}
+
+/// Appends `name=value` (after a `&` if `out` has pairs already), both
+/// form-encoded. Not `form_urlencoded::Serializer`: it decides each byte by a
+/// chain of range comparisons, and a proof's bytes are random, so most of
+/// them mispredict: 1.9-2.2 µs for a validate body against 0.3-0.4 µs with
+/// `percent_encoding`'s one bitset lookup a byte (`cargo bench --bench proof`). The
+/// output differs only for a space, `%20` here and `+` there, which decode
+/// alike; no field of a checked proof holds one.
+fn append_form_pair(out: &mut String, name: &str, value: &str) {
+    if !out.is_empty() {
+        out.push('&');
+    }
+    out.extend(percent_encoding::utf8_percent_encode(name, FORM_ENCODED));
+    out.push('=');
+    out.extend(percent_encoding::utf8_percent_encode(value, FORM_ENCODED));
+}
+
 /// Every way of not getting a verdict; all count as "GeeTest cannot be
 /// reached" for the outage policy.
 #[derive(Debug, thiserror::Error)]
@@ -124,27 +173,9 @@ impl ValidateClient {
         proof: &Proof,
     ) -> Result<Verdict, ValidateError> {
         let sign = key.sign(&proof.lot_number);
-        // Room for the names, and for captcha_output's base64 with every
-        // byte percent-encoded, so the body is written without regrowing.
-        let capacity = 80
-            + proof.lot_number.len()
-            + 3 * proof.captcha_output.len()
-            + proof.pass_token.len()
-            + proof.gen_time.len()
-            + sign.len();
-        let body = Bytes::from(
-            form_urlencoded::Serializer::new(String::with_capacity(capacity))
-                .append_pair("lot_number", &proof.lot_number)
-                .append_pair("captcha_output", &proof.captcha_output)
-                .append_pair("pass_token", &proof.pass_token)
-                .append_pair("gen_time", &proof.gen_time)
-                .append_pair("sign_token", &sign)
-                .finish(),
-        );
-        let query =
-            form_urlencoded::Serializer::new(String::with_capacity(16 + 3 * captcha_id.len()))
-                .append_pair("captcha_id", captcha_id)
-                .finish();
+        let body = Bytes::from(validate_body(proof, &sign));
+        let mut query = String::with_capacity(16 + 3 * captcha_id.len());
+        append_form_pair(&mut query, "captcha_id", captcha_id);
         let started = tokio::time::Instant::now();
         let mut last_error = ValidateError::CircuitOpen;
         let servers = &self.inner.servers;
@@ -223,4 +254,47 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::append_form_pair;
+
+    /// The same bytes `form_urlencoded` writes, for every value without a
+    /// space, and the pairs decode back to what went in.
+    #[test]
+    fn form_pairs_encode_as_form_urlencoded_does() {
+        let pairs = [
+            ("lot_number", "4dc3cfc2cdff448cad8d13107198d473"),
+            ("captcha_output", "fPhM8e-Y_Qe7r9Ag0DfG3A+/x*.=="),
+            ("odd_name&=", "a&b=c%d\u{e9}\u{1f600}~!'()"),
+            ("empty", ""),
+        ];
+        let mut ours = String::new();
+        let mut theirs = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in pairs {
+            append_form_pair(&mut ours, name, value);
+            theirs.append_pair(name, value);
+        }
+        assert_eq!(ours, theirs.finish());
+        let decoded: Vec<(String, String)> = form_urlencoded::parse(ours.as_bytes())
+            .into_owned()
+            .collect();
+        let expected: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(decoded, expected);
+    }
+
+    #[test]
+    fn a_space_is_percent_encoded_and_decodes_alike() {
+        let mut ours = String::new();
+        append_form_pair(&mut ours, "a b", "c d");
+        assert_eq!(ours, "a%20b=c%20d");
+        let decoded: Vec<_> = form_urlencoded::parse(ours.as_bytes())
+            .into_owned()
+            .collect();
+        assert_eq!(decoded, [("a b".to_string(), "c d".to_string())]);
+    }
 }
