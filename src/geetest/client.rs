@@ -56,9 +56,9 @@ pub fn validate_body(proof: &Proof, sign_token: &str) -> String {
 /// form-encoded. Not `form_urlencoded::Serializer`: it decides each byte by a
 /// chain of range comparisons, and a proof's bytes are random, so most of
 /// them mispredict: 1.9-2.2 µs for a validate body against 0.3-0.4 µs with
-/// `percent_encoding`'s one bitset lookup a byte (`cargo bench --bench proof`). The
-/// output differs only for a space, `%20` here and `+` there, which decode
-/// alike; no field of a checked proof holds one.
+/// `percent_encoding`'s one bitset lookup a byte (`cargo bench --bench
+/// proof`). The output differs only for a space, `%20` here and `+` there,
+/// which decode alike; no field of a checked proof holds one.
 fn append_form_pair(out: &mut String, name: &str, value: &str) {
     if !out.is_empty() {
         out.push('&');
